@@ -1,0 +1,43 @@
+"""One error tree for agentloop.
+
+Every error a user can act on is an `AgentloopError` whose message is one line that names the
+file, field, URL or command involved; the CLI prints it without a traceback and exits 2.
+Third-party errors (Docker, HTTP, SQLite) are translated into these at the boundary.
+"""
+
+from __future__ import annotations
+
+
+class AgentloopError(Exception):
+    """Base class: a one-line, user-actionable error (CLI exit code 2)."""
+
+
+class ConfigError(AgentloopError):
+    """A config file or CLI flag has an unknown key, a wrong type or a bad value."""
+
+
+class DataError(AgentloopError):
+    """A task file is malformed; the message names file:line and the field."""
+
+
+class ServerUnreachable(AgentloopError):
+    """The model server does not answer, or does not serve the requested model."""
+
+
+class DockerUnavailable(AgentloopError):
+    """No Docker engine answers on the default socket or DOCKER_HOST."""
+
+
+class ImageMissing(AgentloopError):
+    """The sandbox image is not built."""
+
+
+class RunDirError(AgentloopError):
+    """A run directory is missing, malformed or half-written."""
+
+
+class InfraError(Exception):
+    """An infrastructure failure (server error, sandbox crash) while producing one attempt.
+
+    Never a wrong answer: the attempt is logged with kind `infra_error` and excluded from pass@k.
+    """

@@ -1,0 +1,43 @@
+"""Values that cross the sandbox boundary: verdicts and execution results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Verdict(StrEnum):
+    PASSED = "passed"  # the program ran to the end and exited 0
+    FAILED = "failed"  # an exception (usually AssertionError) or a non-zero exit
+    TIMEOUT = "timeout"  # killed at the wall-clock limit
+    ERROR = "error"  # crash: killed by a signal, OOM, MemoryError, RecursionError
+    INFRA_ERROR = "infra_error"  # the sandbox itself failed; never the candidate's fault
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    verdict: Verdict
+    duration_s: float
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""  # head and tail kept when over the cap
+    stderr: str = ""
+    truncated: bool = False
+    detail: str = ""  # one line: exception type and message, "timed out after 3.0 s", "OOM", ...
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = self.verdict.value
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ExecResult":
+        return cls(**{**d, "verdict": Verdict(d["verdict"])})
+
+
+class Sandbox(Protocol):
+    """Runs one untrusted Python program and says how it ended. Docker is one implementation."""
+
+    async def run(self, program: str, timeout_s: float) -> ExecResult: ...
