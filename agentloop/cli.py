@@ -1,0 +1,152 @@
+"""The `agentloop` command line. Every user error is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.console import Console
+
+from agentloop.errors import AgentloopError
+
+
+def _run_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="sample and grade a suite; writes a run directory")
+    p.add_argument("--config", type=Path, help="TOML config (flags override it)")
+    p.add_argument("--suite", help="smoke | humaneval | humanevalplus | path/to/suite.toml")
+    p.add_argument("--data", help="task data file overriding the suite's (JSONL, .gz ok)")
+    p.add_argument("-n", "--samples", type=int, help="samples per task")
+    p.add_argument("--limit", type=int, help="only the first K tasks")
+    p.add_argument("--tasks", help="comma-separated task ids")
+    p.add_argument("--runs-dir", help="where run directories are created (default: runs)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
+    m = p.add_argument_group("model")
+    m.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    m.add_argument("--model", help="served model name")
+    m.add_argument("--api-key")
+    m.add_argument("--concurrency", type=int, help="requests in flight (default 64)")
+    m.add_argument("--samples-per-request", type=int, help="largest n per request (default 16)")
+    m.add_argument("--request-timeout", type=float, help="per-request timeout in seconds")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--temperature", type=float)
+    s.add_argument("--top-p", type=float)
+    s.add_argument("--max-tokens", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--stop", action="append", help="stop string (repeatable)")
+    s.add_argument("--extra-body", type=json.loads, help='vLLM extras as JSON, e.g. \'{"top_k": 20}\'')
+    b = p.add_argument_group("sandbox")
+    b.add_argument("--pool-size", type=int, help="warm containers (default: CPU count)")
+    b.add_argument("--image", help="sandbox image tag")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentloop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    p = sub.add_parser("report", help="pass@k of a run directory")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = sub.add_parser("serve", help="start a local vLLM OpenAI-compatible server")
+    p.add_argument("--model", help="model dir or name (default: SmolLM2-135M-Instruct on CPU)")
+    p.add_argument("--served-model-name")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="extra vLLM flags after --")
+    sb = sub.add_parser("sandbox", help="the Docker sandbox").add_subparsers(dest="sandbox_command", required=True)
+    p = sb.add_parser("build", help="build the sandbox image (Dockerfile, else offline debootstrap)")
+    p.add_argument("--tag", help="image tag")
+    p = sb.add_parser("exec", help="run one Python file in a sandbox; prints the verdict as JSON")
+    p.add_argument("file", type=Path)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--image", help="sandbox image tag")
+    p = sb.add_parser("gc", help="remove sandbox containers of dead runs")
+    p.add_argument("--all", action="store_true", help="remove every agentloop container, live runs too")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from agentloop.config import load_config, override
+
+    cfg = load_config(args.config)
+    return override(
+        cfg, suite=args.suite, data=args.data, samples=args.samples, limit=args.limit,
+        task_ids=args.tasks.split(",") if args.tasks else None, runs_dir=args.runs_dir,
+        model=override(cfg.model, base_url=args.base_url, model=args.model, api_key=args.api_key,
+                       concurrency=args.concurrency, samples_per_request=args.samples_per_request,
+                       timeout_s=args.request_timeout),
+        sampling=override(cfg.sampling, temperature=args.temperature, top_p=args.top_p,
+                          max_tokens=args.max_tokens, seed=args.seed, stop=args.stop, extra_body=args.extra_body),
+        sandbox=override(cfg.sandbox, pool_size=args.pool_size, image=args.image),
+    )
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from agentloop.report import print_report
+    from agentloop.runner import run
+
+    report = anyio.run(run, _config_from_args(args), args.resume, console)
+    print_report(report, Console())
+    print(f"run dir: {report.run_dir}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from agentloop.report import PNG_NAME, build_report, print_report, write_png
+
+    report = build_report(args.run_dir)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print_report(report, Console())
+    if png := write_png(report, args.run_dir / PNG_NAME):
+        console.print(f"plot: {png}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    from agentloop.serve import ServeConfig, serve_forever
+
+    extra = [a for a in args.vllm_args if a != "--"]
+    cfg = ServeConfig(model=args.model, host=args.host, port=args.port, extra_args=extra,
+                      **({"served_model_name": args.served_model_name} if args.served_model_name else {}))
+    anyio.run(serve_forever, cfg)
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
+    from agentloop.config import override
+    from agentloop.sandbox import SandboxConfig, build_image, exec_file, gc
+
+    if args.sandbox_command == "build":
+        print(build_image(args.tag) if args.tag else build_image())
+    elif args.sandbox_command == "exec":
+        cfg = override(SandboxConfig(), image=args.image, pool_size=1)
+        result = anyio.run(exec_file, args.file, args.timeout, cfg)
+        print(json.dumps(result.to_json()))
+    else:
+        print(f"removed {gc(all_runs=args.all)} container(s)")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "report": _cmd_report, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        return COMMANDS[args.command](args, console)
+    except AgentloopError as e:
+        print(f"agentloop: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("agentloop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

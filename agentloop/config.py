@@ -1,0 +1,129 @@
+"""Typed run configuration: TOML files and CLI flags fill the same dataclasses.
+
+Unknown keys and wrong types are one-line errors naming the file and the dotted field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+from agentloop.errors import ConfigError
+from agentloop.model.config import ModelConfig, SamplingParams
+from agentloop.sandbox.config import SandboxConfig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    suite: str = "smoke"
+    """Suite name (a file in tasks/) or path to a suite TOML."""
+    data: str | None = None
+    """Override the suite's data file (e.g. your own copy of HumanEval+)."""
+    samples: int = 10
+    """Samples (independent chains) per task."""
+    limit: int | None = None
+    """Only the first `limit` tasks of the suite."""
+    task_ids: list[str] | None = None
+    """Only these task ids."""
+    strategy: str = "parallel"
+    runs_dir: str = "runs"
+    """Where new run directories are created."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        inner = get_args(tp)[0] if get_args(tp) else Any
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "") if get_origin(tp) else getattr(tp, "__name__", str(tp))
+
+
+def from_mapping(cls: type[T], data: dict[str, Any], where: str, prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking every key and type (nested tables too)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key '{name}' (expected one of: {', '.join(fields)})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_mapping(tp, value, where, f"{name}.")
+            continue
+        if not _type_ok(value, tp):
+            raise ConfigError(f"{where}: '{name}' = {value!r:.60} has the wrong type (expected {_type_name(tp)})")
+        if get_origin(tp) is tuple or tp is tuple:
+            value = tuple(value)
+        kwargs[key] = float(value) if tp is float else value
+    return cls(**kwargs)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+
+
+def load_config(path: Path | None) -> RunConfig:
+    return RunConfig() if path is None else from_mapping(RunConfig, read_toml(path), str(path))
+
+
+def override(cfg: T, **changes: Any) -> T:
+    """`dataclasses.replace` that ignores flags the user did not give (None)."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(cfg, **given) if given else cfg  # type: ignore[type-var]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range checks that types alone can't express."""
+    checks = [
+        (cfg.samples >= 1, "samples", "an integer >= 1"),
+        (cfg.limit is None or cfg.limit >= 1, "limit", "an integer >= 1"),
+        (cfg.model.concurrency >= 1, "model.concurrency", "an integer >= 1"),
+        (cfg.model.samples_per_request >= 1, "model.samples_per_request", "an integer >= 1"),
+        (cfg.sampling.max_tokens >= 1, "sampling.max_tokens", "an integer >= 1"),
+        (0 <= cfg.sampling.temperature <= 5, "sampling.temperature", "a number in [0, 5]"),
+        (0 < cfg.sampling.top_p <= 1, "sampling.top_p", "a number in (0, 1]"),
+        (cfg.sandbox.pool_size >= 1, "sandbox.pool_size", "an integer >= 1"),
+        (cfg.strategy == "parallel", "strategy", "'parallel'"),
+    ]
+    for ok, name, expected in checks:
+        if not ok:
+            raise ConfigError(f"config: '{name}' must be {expected}")
+    return cfg

@@ -1,0 +1,71 @@
+"""One turn of one or more chains: prompt → model → sandbox → logged attempts.
+
+Every outcome is recorded: a server failure becomes `infra_error` attempts (never `failed`),
+a sandbox failure keeps the completion and marks the attempt `infra_error` too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from agentloop.attempt import Attempt, AttemptKind
+from agentloop.errors import InfraError
+from agentloop.model.client import Completion, ModelClient
+from agentloop.sandbox.types import Sandbox, Verdict
+from agentloop.strategy import Request
+from agentloop.tasks.extract import extract_code
+from agentloop.tasks.model import Suite, Task
+from agentloop.verify import grade
+
+
+@dataclass
+class Context:
+    client: ModelClient
+    sandbox: Sandbox
+    suite: Suite
+    time_limits: dict[str, float]
+    record: Callable[[Attempt], Awaitable[None]]
+    strategy: str
+
+
+def first_messages(suite: Suite, task: Task) -> list[dict[str, Any]]:
+    messages = [{"role": "user", "content": suite.user_template.replace("{prompt}", task.prompt)}]
+    if suite.system_prompt:
+        messages.insert(0, {"role": "system", "content": suite.system_prompt})
+    return messages
+
+
+async def run_request(ctx: Context, req: Request, messages: list[dict[str, Any]]) -> None:
+    """Sample len(req.chains) completions in one request and grade each one."""
+    started = time.time()
+    base = dict(strategy=ctx.strategy, task_id=req.task.id, turn=req.turn, messages=messages, started_at=started)
+    try:
+        completions = await ctx.client.complete(messages, n=len(req.chains), seed=req.seed)
+    except InfraError as e:
+        for chain in req.chains:
+            await ctx.record(Attempt(**base, chain=chain, kind=AttemptKind.INFRA_ERROR,
+                                     finished_at=time.time(), error=str(e), extra={"seed": req.seed}))
+        return
+    async with anyio.create_task_group() as tg:
+        for chain, completion in zip(req.chains, completions):
+            tg.start_soon(_grade_and_record, ctx, req, chain, completion, base)
+
+
+async def _grade_and_record(ctx: Context, req: Request, chain: int, c: Completion, base: dict[str, Any]) -> None:
+    code = extract_code(c.text, req.task.entry_point)
+    result = await grade(ctx.sandbox, req.task, code, ctx.time_limits[req.task.id])
+    infra = result.verdict is Verdict.INFRA_ERROR
+    await ctx.record(Attempt(
+        **base, chain=chain, kind=AttemptKind.INFRA_ERROR if infra else AttemptKind.COMPLETED,
+        finished_at=time.time(), request_id=c.request_id, completion=c.text, code=code,
+        prompt_tokens=c.prompt_tokens, cached_prompt_tokens=c.cached_prompt_tokens,
+        completion_tokens=c.completion_tokens, latency_s=c.latency_s,
+        verdict=None if infra else result.verdict, grading=result,
+        error=f"sandbox: {result.detail}" if infra else None,
+        extra={"seed": req.seed, "finish_reason": c.finish_reason, "time_limit_s": ctx.time_limits[req.task.id]},
+    ))

