@@ -16,7 +16,7 @@ import anyio
 import structlog
 
 from agentloop.sandbox.types import ExecResult, Sandbox, Verdict
-from agentloop.tasks.extract import assemble, test_program
+from agentloop.tasks.extract import assemble, build_program
 from agentloop.tasks.model import Suite, Task
 
 log = structlog.get_logger()
@@ -29,12 +29,12 @@ def cache_dir() -> Path:
 
 async def grade(sandbox: Sandbox, task: Task, code: str, time_limit_s: float, tests: str | None = None) -> ExecResult:
     """Run the candidate against `tests` (the grading tests unless given)."""
-    program = test_program(task, assemble(task, code), task.grading_tests if tests is None else tests)
+    program = build_program(task, assemble(task, code), task.grading_tests if tests is None else tests)
     return await sandbox.run(program, time_limit_s)
 
 
 def _reference_program(task: Task) -> str:
-    return test_program(task, f"{task.prompt}{task.reference}", task.grading_tests)
+    return build_program(task, f"{task.prompt}{task.reference}", task.grading_tests)
 
 
 def _key(image: str, program: str) -> str:

@@ -35,6 +35,6 @@ def assemble(task: Task, code: str) -> str:
     return f"{task.prompt}{code}\n"
 
 
-def test_program(task: Task, candidate: str, tests: str) -> str:
+def build_program(task: Task, candidate: str, tests: str) -> str:
     """Candidate module + a test suite that defines `check(candidate)`, then the call."""
     return f"{candidate}\n\n{tests}\n\ncheck({task.entry_point})\n"

