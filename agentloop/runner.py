@@ -18,6 +18,7 @@ from rich.console import Console
 
 from agentloop import logs
 from agentloop.attempt import Attempt
+from agentloop.errors import RunDirError
 from agentloop.config import RunConfig, from_mapping, to_dict, validate
 from agentloop.loop import Context, first_messages, run_request
 from agentloop.model.client import ModelClient
@@ -32,6 +33,28 @@ from agentloop.tasks.suites import load_suite, select
 from agentloop.verify import calibrate_time_limits
 
 log = structlog.get_logger()
+
+
+def _create_store(run_dir: Path, run_id: str, cfg: RunConfig, tasks: list[Task]) -> AttemptStore:
+    store = AttemptStore.create(run_dir)
+    store.set_meta("run_id", run_id)
+    store.set_meta("config", to_dict(cfg))
+    store.set_meta("created_at", time.time())
+    store.put_tasks(tasks, {})  # time limits follow once calibrated
+    return store
+
+
+def _load_resume(run_dir: Path, given: RunConfig) -> tuple[RunConfig, AttemptStore, list[Task], dict[str, float]]:
+    """The stored config and tasks; only where the model lives and how hard to push it may change."""
+    store = AttemptStore.open(run_dir)
+    stored = from_mapping(RunConfig, store.get_meta("config"), f"{run_dir}/attempts.sqlite:config")
+    cfg = replace(stored, model=replace(stored.model, base_url=given.model.base_url, concurrency=given.model.concurrency))
+    stored_tasks = store.tasks()
+    if not stored_tasks:
+        store.close()
+        raise RunDirError(f"{run_dir}: no tasks recorded (half-written run dir); start a new run")
+    limits = {t.id: lim for t, lim in stored_tasks if lim is not None}
+    return cfg, store, [t for t, _ in stored_tasks], limits
 
 
 def new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
@@ -52,37 +75,31 @@ async def _preflight(cfg: RunConfig, client: ModelClient) -> None:
 async def run(cfg: RunConfig, resume: Path | None = None, console: Console | None = None) -> Report:
     console = console or Console(stderr=True)
     if resume:
-        store = AttemptStore.open(resume)
-        stored = from_mapping(RunConfig, store.get_meta("config"), f"{resume}/attempts.sqlite:config")
-        # Only where the model lives and how hard to push it may change on resume.
-        cfg = replace(stored, model=replace(stored.model, base_url=cfg.model.base_url, concurrency=cfg.model.concurrency))
+        cfg, store, tasks, limits = await anyio.to_thread.run_sync(_load_resume, resume, cfg)
         run_dir, run_id = resume, store.get_meta("run_id")
-        suite, _ = load_suite(cfg.suite, cfg.data)
-        stored_tasks = store.tasks()
-        tasks = [t for t, _ in stored_tasks]
-        limits = {t.id: lim for t, lim in stored_tasks if lim is not None}
     else:
         validate(cfg)
-        suite, all_tasks = load_suite(cfg.suite, cfg.data)
+        _, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
         tasks = select(all_tasks, cfg.limit, cfg.task_ids)
         run_dir, run_id = new_run_dir(cfg)
         store, limits = None, {}
-    async with ModelClient(cfg.model, cfg.sampling) as client:
-        await _preflight(cfg, client)
-        if store is None:
-            store = AttemptStore.create(run_dir)
-            store.set_meta("run_id", run_id)
-            store.set_meta("config", to_dict(cfg))
-            store.set_meta("created_at", time.time())
-        fh = logs.configure(run_dir / "log.jsonl")
-        try:
-            log.info("run start", run_id=run_id, run_dir=str(run_dir), tasks=len(tasks), resume=bool(resume))
-            await _execute(cfg, suite, tasks, limits, store, client, run_id, console)
-            store.set_meta("finished_at", time.time())
-        finally:
+    try:
+        suite, _ = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
+        async with ModelClient(cfg.model, cfg.sampling) as client:
+            await _preflight(cfg, client)
+            if store is None:
+                store = await anyio.to_thread.run_sync(_create_store, run_dir, run_id, cfg, tasks)
+            fh = logs.configure(run_dir / "log.jsonl")
+            try:
+                log.info("run start", run_id=run_id, run_dir=str(run_dir), tasks=len(tasks), resume=bool(resume))
+                await _execute(cfg, suite, tasks, limits, store, client, run_id, console)
+                store.set_meta("finished_at", time.time())
+            finally:
+                if fh:
+                    fh.close()
+    finally:
+        if store is not None:
             store.close()
-            if fh:
-                fh.close()
     return await anyio.to_thread.run_sync(write_outputs, run_dir)
 
 
@@ -91,11 +108,11 @@ async def _execute(
     client: ModelClient, run_id: str, console: Console,
 ) -> None:
     async with DockerPool.start(cfg.sandbox, run_id) as pool:
-        if not limits:
+        if len(limits) < len(tasks):
             with console.status(f"calibrating time limits on {len(tasks)} reference solutions"):
                 limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
-            store.put_tasks(tasks, limits)
-        done = store.completed_slots(PARALLEL)
+            await anyio.to_thread.run_sync(store.put_tasks, tasks, limits)
+        done = await anyio.to_thread.run_sync(store.completed_slots, PARALLEL)
         plan = parallel_plan(tasks, cfg.samples, cfg.model.samples_per_request, done, cfg.sampling.seed)
         remaining = Counter({t.id: sum(1 for c in range(cfg.samples) if (t.id, c, 0) not in done) for t in tasks})
         log.info("plan", requests=len(plan), attempts=sum(remaining.values()), already_done=len(done))
