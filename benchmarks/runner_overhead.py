@@ -1,0 +1,132 @@
+"""runner_overhead: attempts/s through agentloop's request path ÷ a minimal raw AsyncOpenAI loop.
+
+Both hit the same fast scripted server (a separate process) at the same concurrency. The
+agentloop side runs the real loop (`run_request`: ModelClient with retries and the concurrency
+limiter, code extraction, attempt records, the batched SQLite writer); the sandbox is replaced by
+an instant stub, because sandbox throughput has its own benchmark. Rounds alternate so machine
+noise hits both sides. Then: peak RSS with 10k attempts in flight (all requests spawned at once).
+
+    python benchmarks/runner_overhead.py [--requests 4000] [--concurrency 1000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import openai
+
+from agentloop.loop import Context, first_messages, run_request
+from agentloop.model.client import ModelClient
+from agentloop.model.config import ModelConfig, SamplingParams
+from agentloop.sandbox.types import ExecResult, Verdict
+from agentloop.store import AttemptStore
+from agentloop.strategy import Request
+from agentloop.tasks.suites import load_suite
+
+
+class InstantSandbox:
+    async def run(self, program: str, timeout_s: float) -> ExecResult:
+        return ExecResult(Verdict.PASSED, 0.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "agentloop.model.scripted", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("scripted server did not start")
+
+
+async def raw_loop(url: str, requests: int, concurrency: int, messages: list[dict]) -> float:
+    # The same client settings ModelClient uses, so only the code around the request differs.
+    client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=600)
+    limiter = anyio.Semaphore(concurrency)
+    done = 0
+
+    async def one() -> None:
+        nonlocal done
+        async with limiter:
+            r = await client.chat.completions.create(model="scripted", messages=messages, n=1, max_tokens=64)
+        done += len(r.choices)
+
+    t0 = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(requests):
+            tg.start_soon(one)
+    dt = time.perf_counter() - t0
+    await client.close()
+    assert done == requests
+    return requests / dt
+
+
+async def agentloop_loop(url: str, requests: int, concurrency: int, tmp: Path) -> float:
+    suite, tasks = load_suite("smoke")
+    store = AttemptStore.create(tmp / f"run-{time.monotonic_ns()}")
+    cfg = ModelConfig(base_url=url, model="scripted", concurrency=concurrency)
+    async with ModelClient(cfg, SamplingParams(max_tokens=64)) as client, store.writer() as writer:
+        ctx = Context(client, InstantSandbox(), suite, {t.id: 1.0 for t in tasks}, writer.add, "parallel")
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for i in range(requests):
+                task = tasks[i % len(tasks)]
+                tg.start_soon(run_request, ctx, Request(task, (i,), 0, None), first_messages(suite, task))
+        dt = time.perf_counter() - t0
+    assert writer.count == requests
+    store.close()
+    return requests / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--concurrency", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--inflight", type=int, default=10_000)
+    args = ap.parse_args()
+    server, url = start_server()
+    suite, tasks = load_suite("smoke")
+    messages = first_messages(suite, tasks[0])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            raw, ours = [], []
+            for r in range(args.rounds):
+                raw.append(anyio.run(raw_loop, url, args.requests, args.concurrency, messages))
+                ours.append(anyio.run(agentloop_loop, url, args.requests, args.concurrency, Path(tmp)))
+                print(f"round {r}: raw {raw[-1]:.0f} req/s, agentloop {ours[-1]:.0f} attempts/s", flush=True)
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rate = anyio.run(agentloop_loop, url, args.inflight, args.concurrency, Path(tmp))
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{args.inflight} attempts in flight at once: {rate:.0f} attempts/s, "
+                  f"peak RSS {peak:.0f} MiB (before: {rss_before:.0f} MiB; target < 1024)")
+    finally:
+        server.terminate()
+        server.wait()
+    best_raw, best_ours = max(raw), max(ours)
+    print(f"raw AsyncOpenAI loop: {best_raw:.0f} req/s; agentloop: {best_ours:.0f} attempts/s (best of {args.rounds})")
+    print(f"ratio runner_overhead {best_ours / best_raw:.3f}")
+
+
+if __name__ == "__main__":
+    main()

