@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -11,8 +14,7 @@ import structlog
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
-def configure(log_file: Path | None = None, console_level: str = "warning") -> TextIO | None:
-    """Route all agentloop logs; returns the open log file (caller closes it at the end)."""
+def _configure(fh: TextIO, console_level: str) -> None:
     console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     threshold = _LEVELS[console_level]
 
@@ -21,7 +23,6 @@ def configure(log_file: Path | None = None, console_level: str = "warning") -> T
             print(console(None, method, dict(event)), file=sys.stderr)
         return event
 
-    fh = open(log_file, "a", encoding="utf-8") if log_file else None
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -30,7 +31,17 @@ def configure(log_file: Path | None = None, console_level: str = "warning") -> T
             structlog.processors.dict_tracebacks,
             structlog.processors.JSONRenderer(),
         ],
-        logger_factory=structlog.WriteLoggerFactory(file=fh) if fh else structlog.WriteLoggerFactory(open("/dev/null", "w")),
+        logger_factory=structlog.WriteLoggerFactory(file=fh),
         cache_logger_on_first_use=False,
     )
-    return fh
+
+
+@contextmanager
+def to_file(log_file: Path, console_level: str = "warning") -> Iterator[None]:
+    """Log to `log_file` (appending, so a resumed run keeps one log) for the block."""
+    with open(log_file, "a", encoding="utf-8") as fh:
+        _configure(fh, console_level)
+        try:
+            yield
+        finally:
+            _configure(open(os.devnull, "w"), console_level)

@@ -89,14 +89,10 @@ async def run(cfg: RunConfig, resume: Path | None = None, console: Console | Non
             await _preflight(cfg, client)
             if store is None:
                 store = await anyio.to_thread.run_sync(_create_store, run_dir, run_id, cfg, tasks)
-            fh = logs.configure(run_dir / "log.jsonl")
-            try:
+            with logs.to_file(run_dir / "log.jsonl"):
                 log.info("run start", run_id=run_id, run_dir=str(run_dir), tasks=len(tasks), resume=bool(resume))
                 await _execute(cfg, suite, tasks, limits, store, client, run_id, console)
                 store.set_meta("finished_at", time.time())
-            finally:
-                if fh:
-                    fh.close()
     finally:
         if store is not None:
             store.close()

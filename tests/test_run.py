@@ -156,3 +156,48 @@ def test_sandbox_exec_cli(tmp_path, capsys):
     assert main(["sandbox", "exec", str(prog), "--timeout", "5"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["verdict"] == "failed" and result["exit_code"] == 3 and "hi" in result["stdout"]
+
+
+def test_ctrl_c_removes_containers_and_keeps_attempts(tmp_path):
+    """SIGINT mid-run: exit code 130, no container of the run left, finished attempts kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import docker
+
+    def slow_after_first_two(request: ScriptedRequest) -> ScriptedReply:
+        return ScriptedReply(texts=[reference_reply("add")], delay_s=0 if request.index < 2 else 60)
+
+    with scripted_server_in_thread(slow_after_first_two) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentloop.cli", "run", *common(server.base_url, tmp_path),
+             "--tasks", "smoke/0", "-n", "6", "--samples-per-request", "1", "--concurrency", "6"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "AGENTLOOP_CACHE": str(tmp_path / "cache")},
+        )
+        client = docker.from_env()
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                runs = list((tmp_path / "runs").glob("*/attempts.sqlite"))
+                if runs and sqlite3.connect(runs[0]).execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 2:
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("the run did not record its first two attempts")
+            (run_dir,) = [p.parent for p in runs]
+            run_id = sqlite3.connect(runs[0]).execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0]
+            label = f"agentloop.run={json.loads(run_id)}"
+            assert client.containers.list(all=True, filters={"label": label})
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 130, err
+            assert client.containers.list(all=True, filters={"label": label}) == []
+        finally:
+            proc.kill()
+            client.close()
+    report = build_report(run_dir)
+    assert report.attempts == 2 and report.missing == 4
