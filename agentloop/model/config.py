@@ -33,3 +33,6 @@ class ModelConfig:
     """Retries (jittered exponential backoff) on connection errors, timeouts, 429 and 5xx."""
     retry_max_wait_s: float = 30.0
     """Cap on one backoff wait."""
+    return_token_ids: bool = True
+    """Ask vLLM for each choice's token ids (exact per-sample token counts); turn off for servers
+    that reject unknown request fields (counts are then apportioned from usage)."""

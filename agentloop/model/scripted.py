@@ -1,0 +1,362 @@
+"""A scripted OpenAI-compatible server, the offline test seam for everything that talks to a model.
+
+Like httpx's mock transport, it ships in the package so users can exercise their own strategies
+without a GPU: a Python callable decides each reply (texts, an HTTP error, a stall, a dropped
+connection or a truncated body), and the server speaks just enough HTTP/1.1 (keep-alive,
+Content-Length bodies) for the openai client. No framework: it must stay fast enough to push
+thousands of concurrent requests through in a benchmark.
+
+    async with serve_scripted(fixed_reply("```python\\nprint(1)\\n```")) as server:
+        cfg = ModelConfig(base_url=server.base_url, model="scripted")
+
+CLI: `python -m agentloop.model.scripted --port 8001 [--script pkg.mod:func] [--model NAME]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import inspect
+import itertools
+import json
+import logging
+import re
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import SocketAttribute, SocketStream
+from anyio.from_thread import start_blocking_portal
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "scripted"
+DEFAULT_REPLY = "```python\ndef solution(*args):\n    return None\n```"
+_MAX_HEAD_BYTES = 64 * 1024
+_MAX_RECORDED = 10_000
+_MAX_PREFIXES = 100_000
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+            431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+            502: "Bad Gateway", 503: "Service Unavailable"}
+_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError", 503: "ServiceUnavailableError"}
+_WORD = re.compile(r"\S+")
+_CLOSED = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+@dataclass(frozen=True)
+class ScriptedRequest:
+    """One chat-completion request as the script sees it."""
+
+    messages: list[dict[str, Any]]
+    n: int
+    model: str
+    params: dict[str, Any]
+    """Every other field of the JSON body (temperature, seed, stop, extra_body keys such as top_k)."""
+    index: int
+    """0-based count of chat-completion requests this server has received (retries count too)."""
+
+
+@dataclass(frozen=True)
+class ScriptedReply:
+    """What the server does with one request: answer with texts, or misbehave."""
+
+    texts: Sequence[str] = ()
+    """One text per choice; cycled when shorter than n. Stop strings and max_tokens still apply."""
+    finish_reason: str = "stop"
+    delay_s: float = 0.0
+    """Stall this long before answering (or before the fault)."""
+    status: int = 200
+    """A non-200 status answers with an OpenAI-style error body whose message is `error`."""
+    error: str = "scripted error"
+    fault: Literal["drop", "truncate"] | None = None
+    """"drop": close without answering; "truncate": send headers and half the body, then close."""
+
+    @classmethod
+    def http_error(cls, status: int, message: str | None = None, delay_s: float = 0.0) -> ScriptedReply:
+        return cls(status=status, error=message or f"scripted {status}", delay_s=delay_s)
+
+    @classmethod
+    def drop(cls, delay_s: float = 0.0) -> ScriptedReply:
+        return cls(fault="drop", delay_s=delay_s)
+
+    @classmethod
+    def truncate(cls, *texts: str) -> ScriptedReply:
+        return cls(texts=texts or (DEFAULT_REPLY,), fault="truncate")
+
+    @classmethod
+    def stall(cls, delay_s: float, *texts: str) -> ScriptedReply:
+        return cls(texts=texts or (DEFAULT_REPLY,), delay_s=delay_s)
+
+
+ReplyLike = ScriptedReply | str | Sequence[str]
+Script = Callable[[ScriptedRequest], ReplyLike | Awaitable[ReplyLike]]
+"""Sync or async; a str or list of str is shorthand for ScriptedReply(texts=...)."""
+
+
+def fixed_reply(text: str = DEFAULT_REPLY, finish_reason: str = "stop") -> Script:
+    """Every choice of every request gets `text`."""
+    reply = ScriptedReply(texts=(text,), finish_reason=finish_reason)
+    return lambda request: reply
+
+
+def cycle(replies: Sequence[ReplyLike]) -> Script:
+    """Request i gets replies[i % len(replies)]."""
+    fixed = [_as_reply(r) for r in replies]
+    return lambda request: fixed[request.index % len(fixed)]
+
+
+def fail_first(k: int, fault: int | ScriptedReply = 500, then: Script | None = None) -> Script:
+    """The first k requests fail with `fault` (an HTTP status or any reply); later ones go to `then`."""
+    failure = ScriptedReply.http_error(fault) if isinstance(fault, int) else fault
+    after = then or fixed_reply()
+    return lambda request: failure if request.index < k else after(request)
+
+
+def _as_reply(value: ReplyLike) -> ScriptedReply:
+    if isinstance(value, ScriptedReply):
+        return value
+    if isinstance(value, str):
+        return ScriptedReply(texts=(value,))
+    return ScriptedReply(texts=tuple(value))
+
+
+def _count_tokens(text: str) -> int:
+    """The token estimate: whitespace-separated words (cheap and deterministic)."""
+    return len(text.split())
+
+
+def _limit(text: str, stop: Sequence[str], max_tokens: int | None, finish: str) -> tuple[str, str]:
+    """Apply stop strings and max_tokens the way vLLM does (stop text excluded, "length" on cut)."""
+    cuts = [i for s in stop if s and (i := text.find(s)) >= 0]
+    if cuts:
+        text, finish = text[: min(cuts)], "stop"
+    if max_tokens is not None and _count_tokens(text) > max_tokens:
+        words = list(itertools.islice(_WORD.finditer(text), max_tokens))
+        text, finish = (text[: words[-1].end()] if words else ""), "length"
+    return text, finish
+
+
+def _content_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def _response(status: int, payload: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + payload
+
+
+def _error(status: int, message: str) -> bytes:
+    kind = _ERROR_TYPES.get(status, "InternalServerError")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return _response(status, json.dumps(body).encode())
+
+
+@dataclass
+class ScriptedServer:
+    """A running scripted server; `base_url` ends in /v1 like vLLM's."""
+
+    script: Script
+    models: Sequence[str] = (DEFAULT_MODEL,)
+    host: str = "127.0.0.1"
+    port: int = 0
+    request_count: int = field(default=0, init=False)
+    requests: deque[ScriptedRequest] = field(default_factory=lambda: deque(maxlen=_MAX_RECORDED), init=False)
+    """The most recent chat-completion requests, oldest first (for assertions in tests)."""
+    _prefixes: set[int] = field(default_factory=set, init=False, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def handle(self, stream: SocketStream) -> None:
+        """Serve one keep-alive connection until the client closes it or a fault ends it."""
+        async with stream:
+            try:
+                await self._serve_connection(stream)
+            except _CLOSED:
+                pass
+            except Exception:  # a bug here must not take the listener down
+                log.exception("scripted server: connection handler failed")
+
+    async def _serve_connection(self, stream: SocketStream) -> None:
+        reader = BufferedByteReceiveStream(stream)
+        while True:
+            try:
+                head = await reader.receive_until(b"\r\n\r\n", _MAX_HEAD_BYTES)
+            except anyio.DelimiterNotFound:
+                await stream.send(_error(431, "request head too large"))
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, version = [*lines[0].split(" "), "", ""][:3]
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+            if "chunked" in headers.get("transfer-encoding", ""):
+                await stream.send(_error(501, "chunked request bodies are not supported"))
+                return
+            length = int(headers.get("content-length") or 0)
+            body = await reader.receive_exactly(length) if length else b""
+            keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+            if not await self._dispatch(stream, method, target.split("?", 1)[0], body) or not keep_alive:
+                return
+
+    async def _dispatch(self, stream: SocketStream, method: str, path: str, body: bytes) -> bool:
+        """Answer one request; False when the connection must close (a fault was injected)."""
+        if method == "GET" and path in ("/v1/models", "/models"):
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "agentloop"} for m in self.models]
+            await stream.send(_response(200, json.dumps({"object": "list", "data": data}).encode()))
+            return True
+        if method == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
+            return await self._chat(stream, body)
+        await stream.send(_error(404, f"no route {method} {path}"))
+        return True
+
+    async def _chat(self, stream: SocketStream, body: bytes) -> bool:
+        try:
+            params = json.loads(body)
+            messages, model, n = params.pop("messages"), params.pop("model"), int(params.pop("n", None) or 1)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            await stream.send(_error(400, f"bad chat-completion request: {e}"))
+            return True
+        if model not in self.models:
+            await stream.send(_error(404, f"The model `{model}` does not exist."))
+            return True
+        request = ScriptedRequest(messages=messages, n=n, model=model, params=params, index=self.request_count)
+        self.request_count += 1
+        self.requests.append(request)
+        try:
+            reply = await self._run_script(request)
+        except Exception as e:  # the user's script failed: answer 500 so the client sees it
+            await stream.send(_error(500, f"script raised {type(e).__name__}: {e}"))
+            return True
+        if reply.delay_s:
+            await anyio.sleep(reply.delay_s)
+        if reply.fault == "drop":
+            return False
+        if reply.status != 200:
+            await stream.send(_error(reply.status, reply.error))
+            return True
+        payload = self._completion_body(request, reply)
+        data = _response(200, payload)
+        if reply.fault == "truncate":  # the full content-length is announced, half the body arrives
+            await stream.send(data[: len(data) - len(payload) // 2])
+            return False
+        await stream.send(data)
+        return True
+
+    async def _run_script(self, request: ScriptedRequest) -> ScriptedReply:
+        result = self.script(request)
+        if inspect.isawaitable(result):
+            result = await result
+        return _as_reply(result)
+
+    def _completion_body(self, request: ScriptedRequest, reply: ScriptedReply) -> bytes:
+        p = request.params
+        stop = p.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else stop
+        max_tokens = p.get("max_tokens") or p.get("max_completion_tokens")
+        texts = reply.texts or ("",)
+        choices, completion_tokens = [], 0
+        for i in range(request.n):
+            text, finish = _limit(texts[i % len(texts)], stop, max_tokens, reply.finish_reason)
+            tokens = _count_tokens(text)
+            completion_tokens += tokens
+            choice: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": text},
+                                      "logprobs": None, "finish_reason": finish, "stop_reason": None}
+            if p.get("return_token_ids"):
+                choice["token_ids"] = list(range(tokens))
+            choices.append(choice)
+        prompt_tokens, cached = self._prompt_tokens(request.messages)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens,
+                 "prompt_tokens_details": {"cached_tokens": cached}}
+        return json.dumps({"id": f"chatcmpl-scripted-{request.index}", "object": "chat.completion",
+                           "created": int(time.time()), "model": request.model, "choices": choices,
+                           "usage": usage}).encode()
+
+    def _prompt_tokens(self, messages: list[dict[str, Any]]) -> tuple[int, int]:
+        """(prompt tokens, cached tokens): 4 per message plus its words; a leading run of messages
+        seen before in the same order counts as a prefix-cache hit, like vLLM's prefix caching."""
+        if len(self._prefixes) > _MAX_PREFIXES:
+            self._prefixes.clear()
+        total = cached = 0
+        key = 0
+        hit = True
+        for m in messages:
+            tokens = 4 + _count_tokens(_content_text(m))
+            key = hash((key, m.get("role"), _content_text(m)))
+            hit = hit and key in self._prefixes
+            self._prefixes.add(key)
+            total += tokens
+            cached += tokens if hit else 0
+        return total, cached
+
+
+@contextlib.asynccontextmanager
+async def serve_scripted(
+    script: Script | None = None, port: int = 0, *, host: str = "127.0.0.1", models: Sequence[str] = (DEFAULT_MODEL,)
+) -> AsyncIterator[ScriptedServer]:
+    """Run a scripted server in the current event loop for the duration of the block."""
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    server = ScriptedServer(script=script or fixed_reply(), models=tuple(models), host=host,
+                            port=listener.extra(SocketAttribute.local_port))
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, server.handle)
+        try:
+            yield server
+        finally:
+            tg.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def scripted_server_in_thread(script: Script | None = None, port: int = 0, **kwargs: Any) -> Iterator[ScriptedServer]:
+    """The same server on its own event loop in a background thread, for synchronous tests."""
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(
+        serve_scripted(script, port, **kwargs)
+    ) as server:
+        yield server
+
+
+def load_script(spec: str) -> Script:
+    """Resolve "package.module:function" to the script callable."""
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise SystemExit(f"--script must look like module:function, got {spec!r}")
+    script: Script = getattr(importlib.import_module(module_name), attr)
+    return script
+
+
+async def _serve_until_signal(script: Script, port: int, models: Sequence[str]) -> None:
+    """Serve until SIGINT or SIGTERM (a benchmark stops it with terminate()), then exit 0."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with serve_scripted(script, port, models=models) as server:
+            print(f"scripted server: ready at {server.base_url} (model {', '.join(models)})", flush=True)
+            async for _ in signals:
+                return
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m agentloop.model.scripted", description="Run the scripted OpenAI-compatible server."
+    )
+    parser.add_argument("--port", type=int, default=8001, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--script", help="module:function returning replies (default: a fixed fenced code block)")
+    parser.add_argument("--model", action="append", help="model name to serve (repeatable; default: scripted)")
+    args = parser.parse_args(argv)
+    script = load_script(args.script) if args.script else fixed_reply()
+    anyio.run(_serve_until_signal, script, args.port, args.model or [DEFAULT_MODEL])
+
+
+if __name__ == "__main__":
+    # Re-import so scripts that import agentloop.model.scripted share these classes with the server.
+    from agentloop.model.scripted import main as _main
+
+    _main()
