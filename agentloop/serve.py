@@ -31,14 +31,6 @@ from agentloop.errors import AgentloopError, ServerUnreachable
 
 DEFAULT_SERVED_NAME = "smollm2-135m"
 DEFAULT_MODEL_DIR = "SmolLM2-135M-Instruct"
-VENV_PYTHON = Path.home() / ".cache" / "agentloop" / "venv" / "bin" / "python"
-
-
-def default_python() -> str:
-    """This interpreter if it has vLLM, else the venv that scripts/setup.sh creates, if present."""
-    if importlib.util.find_spec("vllm") is None and VENV_PYTHON.exists():
-        return str(VENV_PYTHON)
-    return sys.executable
 
 
 def on_cpu_only() -> bool:
@@ -69,7 +61,7 @@ class ServeConfig:
     """Appended verbatim to the vLLM command line."""
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "agentloop" / "models")
     """Holds the converted default model and the server logs."""
-    python: str = field(default_factory=default_python)
+    python: str = field(default_factory=lambda: sys.executable)
     """Interpreter that has vLLM installed."""
     ready_timeout_s: float = 900.0
     """Give up when /v1/models has not answered by then (first start on CPU: ~40 s)."""

@@ -22,7 +22,6 @@ from agentloop.errors import AgentloopError, ServerUnreachable
 from agentloop.serve import (
     DEFAULT_MODEL_DIR,
     ServeConfig,
-    default_python,
     ensure_default_model,
     running_server,
     serve_forever,
@@ -126,10 +125,6 @@ def test_vllm_command() -> None:
     assert cmd[-2:] == ["--seed", "1"]
     assert "--enforce-eager" not in vllm_command(ServeConfig(enforce_eager=False), "m", 1)
     assert "--served-model-name Qwen/Q" in " ".join(vllm_command(ServeConfig(model="Qwen/Q"), "Qwen/Q", 1))
-
-
-def test_default_python_has_vllm_or_is_the_venv() -> None:
-    assert Path(default_python()).exists()
 
 
 async def test_running_server_stops_the_whole_process_group(fake_vllm: ServeConfig, tmp_path: Path) -> None:
