@@ -20,12 +20,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def default_ks(n_max: int) -> list[int]:
-    """1, 2, 5, 10, 20, 50, 100, ... up to n_max."""
+    """1, 2, 5, 10, 20, 50, 100, ... up to n_max, and n_max itself (coverage)."""
     ks, base = [], 1
     while base <= n_max:
         ks += [k for k in (base, 2 * base, 5 * base) if k <= n_max]
         base *= 10
-    return ks
+    return ks if not ks or ks[-1] == n_max else [*ks, n_max]
 
 
 @dataclass

@@ -35,7 +35,7 @@ def test_pass_at_k_matches_brute_force():
     for k in range(1, n + 1):
         subsets = list(combinations([1] * c + [0] * (n - c), k))
         assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
-    assert default_ks(12) == [1, 2, 5, 10]
+    assert default_ks(12) == [1, 2, 5, 10, 12] and default_ks(10) == [1, 2, 5, 10]
 
 
 def test_pass_at_ks_skips_infra_errors_and_small_n():
