@@ -51,6 +51,9 @@ async def run_request(ctx: Context, req: Request, messages: list[dict[str, Any]]
             await ctx.record(Attempt(**base, chain=chain, kind=AttemptKind.INFRA_ERROR,
                                      finished_at=time.time(), error=str(e), extra={"seed": req.seed}))
         return
+    if len(completions) == 1:  # the common n=1 case needs no task group
+        await _grade_and_record(ctx, req, req.chains[0], completions[0], base)
+        return
     async with anyio.create_task_group() as tg:
         for chain, completion in zip(req.chains, completions):
             tg.start_soon(_grade_and_record, ctx, req, chain, completion, base)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.errors import RunDirError
@@ -61,9 +60,9 @@ def _messages_key(messages: list[dict[str, Any]]) -> tuple[str, str]:
     return hashlib.sha256(text.encode()).hexdigest()[:32], text
 
 
-def _row(a: Attempt) -> tuple[Any, ...]:
+def _row(a: Attempt, messages_hash: str) -> tuple[Any, ...]:
     return (
-        a.strategy, a.task_id, a.chain, a.turn, a.kind.value, _messages_key(a.messages)[0],
+        a.strategy, a.task_id, a.chain, a.turn, a.kind.value, messages_hash,
         a.request_id, a.completion, a.code, a.prompt_tokens, a.cached_prompt_tokens,
         a.completion_tokens, a.latency_s, a.verdict.value if a.verdict else None,
         _dumps(a.grading.to_json()) if a.grading else None, a.feedback,
@@ -142,15 +141,17 @@ class AttemptStore:
 
     # -- attempts --------------------------------------------------------------------------
     def write_batch(self, attempts: list[Attempt]) -> None:
+        # Siblings of one request share one messages list: hash each list once.
+        keys: dict[int, tuple[str, str]] = {}
+        for a in attempts:
+            if id(a.messages) not in keys:
+                keys[id(a.messages)] = _messages_key(a.messages)
         with self._transaction():
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO messages VALUES (?, ?)",
-                {_messages_key(a.messages) for a in attempts},
-            )
+            self._conn.executemany("INSERT OR IGNORE INTO messages VALUES (?, ?)", set(keys.values()))
             before = self._conn.total_changes
             self._conn.executemany(
                 f"INSERT OR IGNORE INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
-                [_row(a) for a in attempts],
+                [_row(a, keys[id(a.messages)][0]) for a in attempts],
             )
             self.duplicates_ignored += len(attempts) - (self._conn.total_changes - before)
 
@@ -193,41 +194,48 @@ class AttemptStore:
 
     # -- async batched writer --------------------------------------------------------------
     @asynccontextmanager
-    async def writer(self, batch_size: int = 256, flush_s: float = 0.05) -> AsyncIterator["Writer"]:
+    async def writer(self, flush_s: float = 0.05, max_pending: int = 10_000) -> AsyncIterator["Writer"]:
         """Yields a `Writer`; on exit (even on cancellation) everything queued is committed."""
-        send, receive = anyio.create_memory_object_stream[Attempt](max_buffer_size=4 * batch_size)
+        writer = Writer(max_pending)
         async with anyio.create_task_group() as tg:
 
             async def drain() -> None:
-                # Shielded: a Ctrl-C must not drop what is queued; it ends when `send` closes.
+                # Shielded: a Ctrl-C must not drop what is queued; it ends when the writer closes.
                 with anyio.CancelScope(shield=True):
-                    await self._drain(receive, batch_size, flush_s)
+                    while not writer.closed or writer.pending:
+                        if not writer.pending:
+                            with anyio.move_on_after(flush_s):
+                                await writer.wake.wait()
+                            writer.wake = anyio.Event()
+                        batch, writer.pending = writer.pending, []
+                        room, writer.room = writer.room, anyio.Event()
+                        room.set()
+                        if batch:
+                            await anyio.to_thread.run_sync(self.write_batch, batch)
 
             tg.start_soon(drain)
             try:
-                yield Writer(send)
+                yield writer
             finally:
-                await send.aclose()
-
-    async def _drain(self, receive: Any, batch_size: int, flush_s: float) -> None:
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                deadline = time.monotonic() + flush_s
-                while len(batch) < batch_size:
-                    try:
-                        with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                            batch.append(await receive.receive())
-                    except (TimeoutError, anyio.EndOfStream):
-                        break
-                await anyio.to_thread.run_sync(self.write_batch, batch)
+                writer.closed = True
+                writer.wake.set()
 
 
 class Writer:
-    def __init__(self, send: MemoryObjectSendStream[Attempt]):
-        self._send = send
+    """Queues attempts for the store's drain task: an append per attempt, one commit per batch."""
+
+    def __init__(self, max_pending: int):
+        self.pending: list[Attempt] = []
+        self.closed = False
         self.count = 0
+        self.wake = anyio.Event()  # set to flush now (on close)
+        self.room = anyio.Event()  # set after each drain (back-pressure)
+        self._max_pending = max_pending
 
     async def add(self, attempt: Attempt) -> None:
-        await self._send.send(attempt)
+        if self.closed:
+            raise RuntimeError("attempt store writer is closed")
+        while len(self.pending) >= self._max_pending:  # the disk is behind: wait for a drain
+            await self.room.wait()
+        self.pending.append(attempt)
         self.count += 1

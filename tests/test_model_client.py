@@ -156,14 +156,6 @@ async def test_max_tokens_cuts_with_length() -> None:
     assert (c.completion_tokens, c.finish_reason) == (8, "length")
 
 
-async def test_complete_many_splits_by_samples_per_request() -> None:
-    async with serve_scripted(fixed_reply("x")) as server:
-        async with client_for(server.base_url, SamplingParams(seed=100), samples_per_request=2) as client:
-            out = await client.complete_many(MESSAGES, n=5)
-    assert [c.index for c in out] == [0, 1, 2, 3, 4]
-    assert sorted((r.n, r.params["seed"]) for r in server.requests) == [(1, 102), (2, 100), (2, 101)]
-
-
 async def test_prefix_cache_is_reported() -> None:
     system = {"role": "system", "content": "you write python " * 20}
     async with serve_scripted(fixed_reply("ok")) as server:

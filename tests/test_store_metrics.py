@@ -55,7 +55,7 @@ def test_store_roundtrip_dedup_and_resume_slots(tmp_path):
     store.put_tasks(tasks, {t.id: 2.0 for t in tasks})
 
     async def write():
-        async with store.writer(batch_size=2) as w:
+        async with store.writer() as w:
             for a in [attempt("smoke/0", 0, Verdict.PASSED), attempt("smoke/0", 1, Verdict.FAILED),
                       attempt("smoke/0", 1, Verdict.PASSED),  # duplicate slot: ignored
                       attempt("smoke/1", 0, None, AttemptKind.INFRA_ERROR)]:
@@ -128,3 +128,16 @@ def test_config_errors(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="'samples' must be an integer >= 1"):
         validate(RunConfig(samples=0))
+
+
+def test_writer_back_pressure_loses_nothing(tmp_path):
+    store = AttemptStore.create(tmp_path / "run")
+
+    async def write_many():
+        async with store.writer(flush_s=0.01, max_pending=7) as w:
+            async with anyio.create_task_group() as tg:
+                for i in range(300):
+                    tg.start_soon(w.add, attempt("t", i, Verdict.PASSED))
+
+    anyio.run(write_many)
+    assert len(store.completed_slots("parallel")) == 300

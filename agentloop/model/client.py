@@ -7,9 +7,10 @@ fix; everything that is left becomes an `InfraError`, never a wrong answer.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -31,7 +32,7 @@ class Completion:
     finish_reason: str
     """"stop" or "length" (hit max_tokens) as the server reports it."""
     index: int
-    """Choice index within the request (or within a `complete_many` call)."""
+    """Choice index within the request."""
     completion_tokens: int
     """Tokens of this choice: exact from token ids, else apportioned so siblings sum to usage."""
     request_id: str
@@ -139,45 +140,35 @@ class ModelClient:
         """One request with `n` choices; `seed` overrides `sampling.seed`. Raises InfraError."""
         request_id = str(uuid.uuid4())
         kwargs = self._request_kwargs(messages, n, self.sampling.seed if seed is None else seed)
-        attempts = 0
+        try:  # the first try skips tenacity's machinery: most requests need no retry
+            return await self._send(kwargs, request_id, 1)
+        except openai.APIError as e:
+            if not _is_retryable(e) or self.cfg.max_retries == 0:
+                raise InfraError(f"model request to {self.cfg.base_url} failed: {_describe(e)}") from e
+        attempts = 1
+        await anyio.sleep(random.uniform(0, min(1.0, self.cfg.retry_max_wait_s)))
         try:
             async for attempt in self._retrying():
                 with attempt:
-                    attempts = attempt.retry_state.attempt_number
-                    async with self._limiter:
-                        started = time.monotonic()
-                        response = await self._client.chat.completions.create(**kwargs)
-                        latency_s = time.monotonic() - started
+                    attempts += 1
+                    return await self._send(kwargs, request_id, attempts)
         except openai.APIError as e:
-            tries = f" after {attempts} tries" if attempts > 1 else ""
-            raise InfraError(f"model request to {self.cfg.base_url} failed{tries}: {_describe(e)}") from e
+            raise InfraError(f"model request to {self.cfg.base_url} failed after {attempts} tries: {_describe(e)}") from e
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _send(self, kwargs: dict[str, Any], request_id: str, attempts: int) -> list[Completion]:
+        async with self._limiter:
+            started = time.monotonic()
+            response = await self._client.chat.completions.create(**kwargs)
+            latency_s = time.monotonic() - started
         return self._completions(response, request_id, latency_s, attempts)
-
-    async def complete_many(
-        self, messages: list[dict[str, Any]], n: int, seed: int | None = None
-    ) -> list[Completion]:
-        """`n` choices split into concurrent requests of at most `samples_per_request`.
-
-        Request j is sent with seed + j so the chunks differ; indexes run 0..n-1 across chunks.
-        """
-        per = max(1, self.cfg.samples_per_request)
-        sizes = [min(per, n - start) for start in range(0, n, per)]
-        base = self.sampling.seed if seed is None else seed
-        results: list[list[Completion]] = [[] for _ in sizes]
-
-        async def one(j: int) -> None:
-            results[j] = await self.complete(messages, sizes[j], None if base is None else base + j)
-
-        async with anyio.create_task_group() as tg:
-            for j in range(len(sizes)):
-                tg.start_soon(one, j)
-        flat = [c for chunk in results for c in chunk]
-        return [replace(c, index=i) for i, c in enumerate(flat)]
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
-            stop=stop_after_attempt(self.cfg.max_retries + 1),
-            wait=wait_random_exponential(multiplier=1, max=self.cfg.retry_max_wait_s),
+            # The first try (outside tenacity) failed and was followed by a wait in [0, 1) s;
+            # multiplier 2 continues the same schedule: [0, 2), [0, 4), ... capped.
+            stop=stop_after_attempt(self.cfg.max_retries),
+            wait=wait_random_exponential(multiplier=2, max=self.cfg.retry_max_wait_s),
             retry=retry_if_exception(_is_retryable),
             sleep=anyio.sleep,
             reraise=True,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -28,7 +28,8 @@ class ExecResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Not dataclasses.asdict: it deep-copies, and this runs once per attempt on the hot path.
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["verdict"] = self.verdict.value
         return d
 
