@@ -21,7 +21,7 @@ def test_smoke_run_against_real_vllm(vllm_server, tmp_path):
     report = build_report(run_dir)
     assert report.tasks == 3 and report.attempts == 12 and report.infra_errors == 0 and report.missing == 0
     assert sum(report.verdicts.values()) == 12 and report.completion_tokens > 0
-    assert [r.k for r in report.pass_at_k] == [1, 2]
+    assert [r.k for r in report.pass_at_k] == [1, 2, 4]
     store = AttemptStore.open(run_dir)
     attempts = list(store.iter_attempts(with_messages=True))
     store.close()
