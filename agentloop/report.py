@@ -109,6 +109,7 @@ def write_png(report: Report, path: Path) -> Path | None:
     ax.fill_between(ks, [r.ci_low for r in report.pass_at_k], [r.ci_high for r in report.pass_at_k], alpha=0.25, label="95% CI")
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set_ylim(0, 1)
     ax.set_xlabel("k (samples per task)")
     ax.set_ylabel("pass@k")
