@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    p = sub.add_parser("grade", help="grade completions made elsewhere (evalplus-style JSONL) into a run dir")
+    p.add_argument("samples", type=Path, help="JSONL rows: task_id + completion or solution")
+    p.add_argument("--suite", required=True, help="the suite the task ids belong to")
+    p.add_argument("--data", help="task data file overriding the suite's")
+    p.add_argument("--runs-dir", help="where the run directory is created (default: runs)")
+    p.add_argument("--pool-size", type=int, help="warm containers (default: CPU count)")
+    p.add_argument("--image", help="sandbox image tag")
     p = sub.add_parser("report", help="pass@k of a run directory")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -95,6 +102,20 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_grade(args: argparse.Namespace, console: Console) -> int:
+    from agentloop.config import RunConfig, override
+    from agentloop.grade import grade_file
+    from agentloop.report import print_report
+
+    cfg = RunConfig()
+    cfg = override(cfg, suite=args.suite, data=args.data, runs_dir=args.runs_dir,
+                   sandbox=override(cfg.sandbox, pool_size=args.pool_size, image=args.image))
+    report = anyio.run(grade_file, cfg, args.samples, console)
+    print_report(report, Console())
+    print(f"run dir: {report.run_dir}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from agentloop.report import PNG_NAME, build_report, print_report, write_png
 
@@ -134,7 +155,7 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "report": _cmd_report, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
+COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
 
 
 def main(argv: list[str] | None = None) -> int:

