@@ -201,3 +201,56 @@ def test_ctrl_c_removes_containers_and_keeps_attempts(tmp_path):
             client.close()
     report = build_report(run_dir)
     assert report.attempts == 2 and report.missing == 4
+
+
+def test_sigkill_then_resume_is_exact(tmp_path):
+    """SIGKILL with many attempts in flight; --resume ends with exactly the requested attempts,
+    no duplicates, and the dead run's containers reaped."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import docker
+
+    def jittery(request: ScriptedRequest) -> ScriptedReply:
+        reply = smoke_script(request)
+        return ScriptedReply(texts=reply.texts, delay_s=random.uniform(0.05, 0.4)) if reply.status == 200 else reply
+
+    with scripted_server_in_thread(jittery) as server:
+        args = [*common(server.base_url, tmp_path), "--tasks", "smoke/0,smoke/3,smoke/1", "-n", "12",
+                "--samples-per-request", "1", "--concurrency", "12"]
+        env = {**os.environ, "AGENTLOOP_CACHE": str(tmp_path / "cache")}
+        proc = subprocess.Popen([sys.executable, "-m", "agentloop.cli", "run", *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                dbs = list((tmp_path / "runs").glob("*/attempts.sqlite"))
+                if dbs and sqlite3.connect(dbs[0]).execute("SELECT COUNT(*) FROM attempts").fetchone()[0] >= 6:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the run did not get going")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            proc.kill()
+        run_dir = dbs[0].parent
+        run_id = json.loads(sqlite3.connect(dbs[0]).execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0])
+        recorded = sqlite3.connect(dbs[0]).execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+        assert recorded < 36  # killed mid-run
+        assert main(["run", "--resume", str(run_dir), "--base-url", server.base_url]) == 0
+    rows = sqlite3.connect(dbs[0]).execute(
+        "SELECT task_id, chain, COUNT(*) FROM attempts WHERE kind='completed' GROUP BY task_id, chain").fetchall()
+    assert sorted(rows) == [(t, c, 1) for t in ("smoke/0", "smoke/1", "smoke/3") for c in range(12)]
+    report = build_report(run_dir)
+    assert report.attempts == 36 and report.missing == 0 and report.infra_errors == 0
+    assert [r.k for r in report.pass_at_k] == [1, 2, 5, 10, 12]
+    client = docker.from_env()
+    try:
+        assert client.containers.list(all=True, filters={"label": f"agentloop.run={run_id}"}) == []
+    finally:
+        client.close()
