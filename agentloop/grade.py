@@ -7,7 +7,6 @@ self-contained program). The i-th row of a task becomes chain i, turn 0, so `rep
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from agentloop.sandbox import DockerPool
 from agentloop.sandbox.types import Verdict
 from agentloop.store import AttemptStore
 from agentloop.tasks.extract import extract_code
-from agentloop.tasks.loaders import read_lines
+from agentloop.tasks.loaders import read_jsonl
 from agentloop.tasks.suites import load_suite
 from agentloop.verify import calibrate_time_limits, grade
 
@@ -35,16 +34,7 @@ GRADE = "grade"
 def load_samples(path: Path, known: set[str]) -> list[tuple[str, str]]:
     """(task_id, code) per row, in file order; errors name file:line and the field."""
     samples = []
-    for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for where, row in read_jsonl(path):
         task_id = row.get("task_id")
         if not isinstance(task_id, str):
             raise DataError(f"{where}: field 'task_id' must be a string, got {task_id!r:.60}")

