@@ -20,7 +20,6 @@ import importlib
 import inspect
 import itertools
 import json
-import logging
 import re
 import signal
 import time
@@ -30,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import structlog
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.from_thread import start_blocking_portal
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger()
 
 DEFAULT_MODEL = "scripted"
 DEFAULT_REPLY = "```python\ndef solution(*args):\n    return None\n```"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import logging
 import os
 import socket
 import struct
@@ -22,6 +21,7 @@ from uuid import uuid4
 
 import anyio
 import docker
+import structlog
 from anyio.abc import SocketStream, TaskGroup
 from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
@@ -31,7 +31,7 @@ from agentloop.sandbox import engine
 from agentloop.sandbox.config import SandboxConfig
 from agentloop.sandbox.types import ExecResult, Verdict
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger()
 
 GRACE_S = 5.0
 """Host watchdog slack over the job's own timeout: the executor kills, reaps and wipes first."""
@@ -297,6 +297,7 @@ class DockerPool:
         """Throw the slot's container away and refill the slot in the background."""
         old, slot.worker = slot.worker, None
         self.stats.replaced += 1
+        log.info("replacing a sandbox container", container=old.container.name if old else None, run_id=self.run_id)
         if self._tg is not None:  # else the pool is closing: _shutdown removes `old`
             self._tg.start_soon(self._replace, slot, old)
 
@@ -350,7 +351,7 @@ class DockerPool:
                 try:
                     await anyio.to_thread.run_sync(engine.remove_run, self._client, self.run_id)
                 except Exception as e:  # noqa: BLE001 - never mask the error that ends the run
-                    log.warning("could not sweep containers of %s (`agentloop sandbox gc` will): %s", self.run_id, e)
+                    log.warning("could not sweep the run's containers; `agentloop sandbox gc` will", run_id=self.run_id, error=str(e))
                 await anyio.to_thread.run_sync(self._client.close)
                 self._client = None
 
@@ -358,7 +359,7 @@ class DockerPool:
         try:
             await self._remove(container)
         except Exception as e:  # noqa: BLE001 - DockerException or a dead engine's ConnectionError
-            log.warning("could not remove sandbox container %s: %s", container.name, e)
+            log.warning("could not remove sandbox container", container=container.name, error=str(e))
 
 
 def _own_socket(raw: Any) -> socket.socket:
