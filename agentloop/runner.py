@@ -83,12 +83,12 @@ async def run(cfg: RunConfig, resume: Path | None = None, console: Console | Non
         run_dir, run_id = resume, store.get_meta("run_id")
     else:
         validate(cfg)
-        _, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
-        tasks = select(all_tasks, cfg.limit, cfg.task_ids)
-        run_dir, run_id = new_run_dir(cfg)
         store, limits = None, {}
     try:
-        suite, _ = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
+        suite, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
+        if store is None:
+            tasks = select(all_tasks, cfg.limit, cfg.task_ids)
+            run_dir, run_id = new_run_dir(cfg)
         async with ModelClient(cfg.model, cfg.sampling) as client:
             await _preflight(cfg, client)
             if store is None:

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -180,17 +180,15 @@ class AttemptStore:
                 error=r[17], started_at=r[18], finished_at=r[19], extra=json.loads(r[20]),
             )
 
-    def _transaction(self) -> Any:
-        conn = self._conn
-
-        class _Tx:
-            def __enter__(self) -> None:
-                conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type: Any, *_: Any) -> None:
-                conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _Tx()
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     # -- async batched writer --------------------------------------------------------------
     @asynccontextmanager

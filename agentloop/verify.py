@@ -62,11 +62,12 @@ async def calibrate_time_limits(sandbox: Sandbox, tasks: list[Task], suite: Suit
     runtimes: dict[str, float | None] = {}
 
     async def measure(task: Task) -> None:
-        key = _key(image, _reference_program(task))
+        program = _reference_program(task)
+        key = _key(image, program)
         if key in cache:
             runtimes[task.id] = cache[key]
             return
-        result = await sandbox.run(_reference_program(task), CALIBRATION_TIMEOUT_S)
+        result = await sandbox.run(program, CALIBRATION_TIMEOUT_S)
         if result.verdict is Verdict.PASSED:
             runtimes[task.id] = cache[key] = round(result.duration_s, 4)
         else:
