@@ -8,6 +8,7 @@ self-contained program). The i-th row of a task becomes chain i, turn 0, so `rep
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,18 +16,18 @@ import anyio
 from rich.console import Console
 
 from agentloop import logs
-from agentloop.attempt import Attempt, AttemptKind
+from agentloop.attempt import Attempt
 from agentloop.config import RunConfig, validate
 from agentloop.errors import DataError
 from agentloop.report import Report, write_outputs
 from agentloop.runner import create_store, new_run_dir
 from agentloop.sandbox import DockerPool
-from agentloop.sandbox.types import Verdict
+from agentloop.sandbox.types import Sandbox
 from agentloop.store import AttemptStore
-from agentloop.tasks.extract import extract_code
 from agentloop.tasks.loaders import read_jsonl
+from agentloop.tasks.model import Task
 from agentloop.tasks.suites import load_suite
-from agentloop.verify import calibrate_time_limits, grade
+from agentloop.verify import calibrate_time_limits, graded_attempt
 
 GRADE = "grade"
 
@@ -66,7 +67,7 @@ async def grade_file(cfg: RunConfig, samples_path: Path, console: Console | None
     async with DockerPool.start(cfg.sandbox, run_id) as pool:
         store: AttemptStore = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks)
         try:
-            store.set_meta("graded_file", str(samples_path))
+            await anyio.to_thread.run_sync(store.set_meta, "graded_file", str(samples_path))
             with logs.to_file(run_dir / "log.jsonl"):
                 limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
                 await anyio.to_thread.run_sync(store.put_tasks, tasks, limits)
@@ -78,15 +79,7 @@ async def grade_file(cfg: RunConfig, samples_path: Path, console: Console | None
     return await anyio.to_thread.run_sync(write_outputs, run_dir)
 
 
-async def _grade_one(pool, add, task, chain: int, text: str, limit: float) -> None:  # type: ignore[no-untyped-def]
-    started = time.time()
-    code = extract_code(text, task.entry_point)
-    result = await grade(pool, task, code, limit)
-    infra = result.verdict is Verdict.INFRA_ERROR
-    await add(Attempt(
-        strategy=GRADE, task_id=task.id, chain=chain, turn=0,
-        kind=AttemptKind.INFRA_ERROR if infra else AttemptKind.COMPLETED, messages=[],
-        started_at=started, finished_at=time.time(), completion=text, code=code,
-        verdict=None if infra else result.verdict, grading=result,
-        error=f"sandbox: {result.detail}" if infra else None, extra={"time_limit_s": limit},
-    ))
+async def _grade_one(sandbox: Sandbox, add: Callable[[Attempt], Awaitable[None]], task: Task, chain: int,
+                     text: str, limit: float) -> None:
+    await add(await graded_attempt(sandbox, task, text, limit, strategy=GRADE, chain=chain, turn=0,
+                                   messages=[], started_at=time.time(), extra={"time_limit_s": limit}))

@@ -16,11 +16,10 @@ import anyio
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.errors import InfraError
 from agentloop.model.client import Completion, ModelClient
-from agentloop.sandbox.types import Sandbox, Verdict
+from agentloop.sandbox.types import Sandbox
 from agentloop.strategy import Request
-from agentloop.tasks.extract import extract_code
 from agentloop.tasks.model import Suite, Task
-from agentloop.verify import grade
+from agentloop.verify import graded_attempt
 
 
 @dataclass
@@ -43,12 +42,12 @@ def first_messages(suite: Suite, task: Task) -> list[dict[str, Any]]:
 async def run_request(ctx: Context, req: Request, messages: list[dict[str, Any]]) -> None:
     """Sample len(req.chains) completions in one request and grade each one."""
     started = time.time()
-    base = dict(strategy=ctx.strategy, task_id=req.task.id, turn=req.turn, messages=messages, started_at=started)
+    base = dict(strategy=ctx.strategy, turn=req.turn, messages=messages, started_at=started)
     try:
         completions = await ctx.client.complete(messages, n=len(req.chains), seed=req.seed)
     except InfraError as e:
         for chain in req.chains:
-            await ctx.record(Attempt(**base, chain=chain, kind=AttemptKind.INFRA_ERROR,
+            await ctx.record(Attempt(**base, task_id=req.task.id, chain=chain, kind=AttemptKind.INFRA_ERROR,
                                      finished_at=time.time(), error=str(e), extra={"seed": req.seed}))
         return
     if len(completions) == 1:  # the common n=1 case needs no task group
@@ -60,15 +59,10 @@ async def run_request(ctx: Context, req: Request, messages: list[dict[str, Any]]
 
 
 async def _grade_and_record(ctx: Context, req: Request, chain: int, c: Completion, base: dict[str, Any]) -> None:
-    code = extract_code(c.text, req.task.entry_point)
-    result = await grade(ctx.sandbox, req.task, code, ctx.time_limits[req.task.id])
-    infra = result.verdict is Verdict.INFRA_ERROR
-    await ctx.record(Attempt(
-        **base, chain=chain, kind=AttemptKind.INFRA_ERROR if infra else AttemptKind.COMPLETED,
-        finished_at=time.time(), request_id=c.request_id, completion=c.text, code=code,
+    limit = ctx.time_limits[req.task.id]
+    await ctx.record(await graded_attempt(
+        ctx.sandbox, req.task, c.text, limit, **base, chain=chain, request_id=c.request_id,
         prompt_tokens=c.prompt_tokens, cached_prompt_tokens=c.cached_prompt_tokens,
         completion_tokens=c.completion_tokens, latency_s=c.latency_s,
-        verdict=None if infra else result.verdict, grading=result,
-        error=f"sandbox: {result.detail}" if infra else None,
-        extra={"seed": req.seed, "finish_reason": c.finish_reason, "time_limit_s": ctx.time_limits[req.task.id]},
+        extra={"seed": req.seed, "finish_reason": c.finish_reason, "time_limit_s": limit},
     ))

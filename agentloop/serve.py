@@ -10,7 +10,6 @@ group and is always stopped with it: SIGTERM, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import inspect
 import os
 import shutil

@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
 
+from agentloop.attempt import Attempt, AttemptKind
 from agentloop.sandbox.types import ExecResult, Sandbox, Verdict
-from agentloop.tasks.extract import assemble, build_program
+from agentloop.tasks.extract import assemble, build_program, extract_code
 from agentloop.tasks.model import Suite, Task
 
 log = structlog.get_logger()
@@ -31,6 +34,19 @@ async def grade(sandbox: Sandbox, task: Task, code: str, time_limit_s: float, te
     """Run the candidate against `tests` (the grading tests unless given)."""
     program = build_program(task, assemble(task, code), task.grading_tests if tests is None else tests)
     return await sandbox.run(program, time_limit_s)
+
+
+async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: float, **fields: Any) -> Attempt:
+    """Extract the code from a reply, grade it, and make the attempt record. A sandbox failure
+    keeps the completion and becomes `infra_error`, never a wrong answer."""
+    code = extract_code(text, task.entry_point)
+    result = await grade(sandbox, task, code, time_limit_s)
+    infra = result.verdict is Verdict.INFRA_ERROR
+    return Attempt(
+        **fields, task_id=task.id, kind=AttemptKind.INFRA_ERROR if infra else AttemptKind.COMPLETED,
+        finished_at=time.time(), completion=text, code=code, verdict=None if infra else result.verdict,
+        grading=result, error=f"sandbox: {result.detail}" if infra else None,
+    )
 
 
 def _reference_program(task: Task) -> str:
