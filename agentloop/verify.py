@@ -32,8 +32,8 @@ def cache_dir() -> Path:
 
 async def grade(sandbox: Sandbox, task: Task, code: str, time_limit_s: float, tests: str | None = None) -> ExecResult:
     """Run the candidate against `tests` (the grading tests unless given)."""
-    program = build_program(task, assemble(task, code), task.grading_tests if tests is None else tests)
-    return await sandbox.run(program, time_limit_s)
+    tests = task.grading_tests if tests is None else tests
+    return await sandbox.run_tests(assemble(task, code), tests, task.entry_point, time_limit_s)
 
 
 async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: float, **fields: Any) -> Attempt:
@@ -50,7 +50,7 @@ async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: 
 
 
 def _reference_program(task: Task) -> str:
-    return build_program(task, f"{task.prompt}{task.reference}", task.grading_tests)
+    return build_program(task, assemble(task, task.reference or ""), task.grading_tests)
 
 
 def _key(image: str, program: str) -> str:
@@ -83,7 +83,7 @@ async def calibrate_time_limits(sandbox: Sandbox, tasks: list[Task], suite: Suit
         if key in cache:
             runtimes[task.id] = cache[key]
             return
-        result = await sandbox.run(program, CALIBRATION_TIMEOUT_S)
+        result = await grade(sandbox, task, task.reference or "", CALIBRATION_TIMEOUT_S)
         if result.verdict is Verdict.PASSED:
             runtimes[task.id] = cache[key] = round(result.duration_s, 4)
         else:

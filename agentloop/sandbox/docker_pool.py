@@ -201,8 +201,17 @@ class DockerPool:
     ) -> None:
         await self._shutdown()
 
+    async def run_tests(self, candidate: str, tests: str, entry_point: str, timeout_s: float) -> ExecResult:
+        """Grade: `tests` (defines `check(candidate)`) against the candidate module, each in its
+        own process, so the candidate cannot forge a pass (see executor.py)."""
+        return await self._submit({"candidate": candidate, "tests": tests, "entry_point": entry_point}, timeout_s)
+
     async def run(self, program: str, timeout_s: float) -> ExecResult:
-        job = {"program": program, "timeout_s": timeout_s, "output_limit": self.cfg.output_limit_bytes}
+        """One plain program: `passed` means it ran to its end and exited 0."""
+        return await self._submit({"program": program}, timeout_s)
+
+    async def _submit(self, job: dict[str, Any], timeout_s: float) -> ExecResult:
+        job = {**job, "timeout_s": timeout_s, "output_limit": self.cfg.output_limit_bytes}
         why = ""
         for attempt in range(2):
             slot = await self._idle_recv.receive()

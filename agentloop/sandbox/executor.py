@@ -2,11 +2,12 @@
 
 Started as `python3 -c <this source>` so a changed executor needs no image rebuild; therefore it
 is stdlib-only and runs on whatever python3 (>= 3.9) the image has. It pays the interpreter start
-and the numpy import once, then forks one child per job, which is what makes a sandboxed run
-cheaper than a bare `python3 -` on the host.
+and the numpy import once, then forks per job, which is what makes a sandboxed run cheaper than a
+bare `python3 -` on the host.
 
 Protocol (both directions): a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
-  host -> executor: {"id", "program", "timeout_s", "output_limit"}
+  host -> executor: {"id", "timeout_s", "output_limit"} plus either
+    {"candidate", "tests", "entry_point"} (a graded job) or {"program"} (a plain one)
   executor -> host: {"ready": true, ...} once at start, then one result object per job
     {"id", "verdict", "duration_s", "exit_code", "signal", "stdout", "stderr", "truncated",
      "detail"} (the fields of agentloop.sandbox.types.ExecResult).
@@ -14,13 +15,20 @@ Protocol (both directions): a 4-byte big-endian length, then that many bytes of 
 Results go to a private dup of the original stdout; fds 0/1 are pointed at /dev/null at start so
 that neither a stray print here nor any child can corrupt the protocol.
 
-Verdicts: `passed` needs exit status 0 AND a per-job random token that the child writes on its
-private result pipe only after the program's code returned, so `sys.exit(0)` or `os._exit(0)`
-halfway is `failed`. (A program that digs the token out of the harness's frames could forge
-it; the token guards against accidental early exits, not against adversarial code.) Uncaught
-exceptions and non-zero exits are `failed`; signals, MemoryError and RecursionError are `error`;
-the wall clock is `timeout`. As the container's PID 1 the executor cannot be signalled by the
-program and inherits (and kills) every process the job leaves behind.
+Graded jobs cannot be forged. The suite's tests run in one process, the candidate module in
+another, and the tests call the candidate's functions over a socket; values cross as tagged JSON
+and are rebuilt as exact built-in types, so nothing the candidate defines or patches runs on the
+tests' side. Only the tests' process holds the result pipe, and `passed` needs the per-job secret
+that it receives after the candidate's process was forked and writes only once `check` returned.
+Both are non-dumpable, so the candidate (same uid) cannot read their memory or fds via /proc or
+ptrace. Uncaught exceptions are `failed`; signals, MemoryError and RecursionError are `error`; a
+candidate process that exits or dies early is `failed` or `error`; the wall clock is `timeout`.
+
+Plain jobs (`agentloop sandbox exec`) run in one process: exit 0 plus the secret written after the
+code returned, so `sys.exit(0)` halfway is `failed`; a deliberately hostile program could forge that.
+
+As the container's PID 1 the executor cannot be signalled by the program and inherits (and kills)
+every process the job leaves behind.
 """
 
 import json
@@ -117,34 +125,160 @@ class Capture:
         return "%s\n[... %d bytes truncated ...]\n%s" % (head, cut, tail)
 
 
-# --- the child -----------------------------------------------------------------------------
+# --- values across the test/candidate boundary ----------------------------------------------
+#
+# Graded jobs run the candidate and the tests in two processes (see `run_graded`); arguments and
+# return values cross between them as tagged JSON. The tests' side decodes into exact built-in
+# types only, so no object the candidate builds (an `__eq__` that is always True, a str subclass,
+# a patched module) ever reaches an assertion.
+
+
+class ProtocolError(Exception):
+    """The candidate's process sent something that is not a well-formed value or reply."""
+
+
+NUMPY_KINDS = "biufcU"
+
+
+def encode(x, depth=0):
+    if depth > 200:
+        raise TypeError("value nested too deeply")
+    t = type(x)
+    if x is None or t is bool or t is str or t is float:
+        return x
+    if t is int:
+        return x if -(1 << 62) < x < (1 << 62) else {"i": format(x, "x")}
+    if t is list:
+        return [encode(v, depth + 1) for v in x]
+    if t is tuple:
+        return {"t": [encode(v, depth + 1) for v in x]}
+    if t is dict:
+        return {"d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in x.items()]}
+    if t is set or t is frozenset:
+        return {"s" if t is set else "f": [encode(v, depth + 1) for v in x]}
+    if t is bytes or t is bytearray:
+        return {"b": x.hex()}
+    if t is complex:
+        return {"c": [x.real, x.imag]}
+    if t is Remote:
+        return {"r": x.name}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(x, np.ndarray) and x.dtype.kind in NUMPY_KINDS:
+            return {"a": [x.dtype.str, list(x.shape), encode(x.ravel().tolist(), depth + 1)]}
+        if isinstance(x, np.generic):
+            return encode(x.item(), depth + 1)
+    for base in (bool, int, float, str, tuple, list, dict, set, frozenset, bytes):
+        if isinstance(x, base):  # subclasses (IntEnum, namedtuple, ...) cross as their base type
+            return encode(base(x), depth + 1)
+    raise TypeError("cannot pass a value of type %s between the tests and the candidate" % t.__name__)
+
+
+def decode(o, resolve=None):
+    """Tagged JSON -> exact built-in values; anything malformed is a ProtocolError."""
+    t = type(o)
+    if o is None or t is bool or t is int or t is float or t is str:
+        return o
+    if t is list:
+        return [decode(v, resolve) for v in o]
+    if t is not dict or len(o) != 1:
+        raise ProtocolError("malformed value")
+    ((tag, v),) = o.items()
+    try:
+        if tag == "t":
+            return tuple(decode(list_of(v), resolve))
+        if tag == "d":
+            return {decode(k, resolve): decode(x, resolve) for k, x in (pair(p) for p in list_of(v))}
+        if tag in ("s", "f"):
+            items = decode(list_of(v), resolve)
+            return set(items) if tag == "s" else frozenset(items)
+        if tag == "i":
+            return int(str_of(v), 16)
+        if tag == "b":
+            return bytes.fromhex(str_of(v))
+        if tag == "c":
+            re_, im = list_of(v)
+            return complex(float(re_), float(im))
+        if tag == "a":
+            import numpy
+
+            dtype, shape, flat = list_of(v)
+            dtype = numpy.dtype(str_of(dtype))
+            if dtype.kind not in NUMPY_KINDS or not all(type(n) is int for n in list_of(shape)):
+                raise ProtocolError("bad array")
+            return numpy.array(decode(list_of(flat)), dtype=dtype).reshape(shape)
+        if tag == "r" and resolve is not None:
+            return resolve(str_of(v))
+    except ProtocolError:
+        raise
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ProtocolError("malformed %r value: %s" % (tag, e))
+    raise ProtocolError("unknown tag %r" % (tag,))
+
+
+def list_of(v):
+    if type(v) is not list:
+        raise ProtocolError("expected a list")
+    return v
+
+
+def str_of(v):
+    if type(v) is not str:
+        raise ProtocolError("expected a string")
+    return v
+
+
+def pair(p):
+    if type(p) is not list or len(p) != 2:
+        raise ProtocolError("expected a pair")
+    return p
+
+
+# --- the children ----------------------------------------------------------------------------
+
+
+def enter_child(fds, cwd):
+    """Common set-up of a forked child: new session, its fds at 0..n, nothing else open.
+    `fds` are placed at 1, 2, 3, ...; stdin is /dev/null."""
+    import fcntl
+
+    os.setsid()
+    os.chdir(cwd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]  # above every target number
+    for target, fd in enumerate(moved, start=1):
+        os.dup2(fd, target, inheritable=target <= 2)
+    os.closerange(len(fds) + 1, 1 << 16)
+
+
+def fresh_main_module(filename, source):
+    import builtins, linecache, types
+
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = module
+    sys.argv = [""]
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return module
+
+
+def candidate_setup():
+    try:  # let the OOM killer pick the candidate, never the executor or the tests
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    if "numpy" in sys.modules:  # fork copied the parent's RNG state: reseed like a fresh run
+        sys.modules["numpy"].random.seed()
 
 
 def child(program, secret, out_w, err_w, res_w):
-    """Runs in the forked child; never returns. Exit statuses are read by `verdict`."""
+    """Plain job (`sandbox exec`): the whole program in one process. Never returns."""
     try:
-        os.setsid()
-        os.chdir(JOB_DIR)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.dup2(res_w, RESULT_FD, inheritable=False)
-        os.closerange(RESULT_FD + 1, 1 << 16)
-        try:  # let the OOM killer pick the candidate, never the executor
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("1000")
-        except OSError:
-            pass
-        import builtins, linecache, types
-
-        if "numpy" in sys.modules:  # fork copied the parent's RNG state: reseed like a fresh run
-            sys.modules["numpy"].random.seed()
-        module = types.ModuleType("__main__")
-        module.__dict__["__builtins__"] = builtins
-        sys.modules["__main__"] = module
-        sys.argv = [""]
-        linecache.cache["<candidate>"] = (len(program), None, program.splitlines(True), "<candidate>")
+        enter_child((out_w, err_w, res_w), JOB_DIR)
+        candidate_setup()
+        module = fresh_main_module("<candidate>", program)
     except BaseException:
         try:
             os.write(res_w, b"H" + secret.encode() + b"\n")
@@ -162,6 +296,212 @@ def child(program, secret, out_w, err_w, res_w):
         flush_std()
         os._exit(1)
     finish(token)
+
+
+def candidate_child(source, out_w, err_w, rpc):
+    """Graded job, candidate side: import the candidate module, then serve calls from the tests.
+    Holds no secret and no result channel, so whatever it does it cannot write a verdict."""
+    try:
+        enter_child((out_w, err_w, rpc), JOB_DIR)
+        candidate_setup()
+        module = fresh_main_module("<candidate>", source)
+    except BaseException:
+        os._exit(HARNESS_EXIT)
+    rpc = 3
+    try:
+        exec(compile(source, "<candidate>", "exec"), module.__dict__)
+        hello = {"ok": exported(module.__dict__)}
+    except BaseException as e:
+        hello = {"exc": remote_exception(e)}
+    flush_std()
+    write_frame(rpc, hello)
+    if "exc" in hello:
+        os._exit(1)
+    namespace = module.__dict__
+    while True:
+        try:
+            request = read_frame(rpc)
+        except EOFError:
+            os._exit(flush_std())
+        try:
+            fn = namespace[request["call"]]
+            args = decode(request["args"], namespace.__getitem__)
+            kwargs = decode(request["kwargs"], namespace.__getitem__)
+            reply = {"ok": encode(fn(*args, **kwargs))}
+        except BaseException as e:
+            reply = {"exc": remote_exception(e)}
+        flush_std()
+        write_frame(rpc, reply)
+
+
+def exported(namespace):
+    """What the tests may use from the candidate module: its functions (as names) and values."""
+    functions, values = [], []
+    for name, value in list(namespace.items()):
+        if name.startswith("__") or type(value).__name__ == "module":
+            continue
+        if callable(value):
+            functions.append(name)
+            continue
+        try:
+            values.append([name, encode(value)])
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return {"functions": functions, "values": values}
+
+
+def remote_exception(e):
+    try:
+        import traceback
+
+        tb = format_exception(e)[-4000:]
+        msg = str(e)[:2000]
+    except BaseException:
+        tb, msg = "", "<unprintable>"
+    return [type(e).__name__, msg, tb]
+
+
+class Remote:
+    """The tests' handle on a function defined by the candidate: calling it runs it over there."""
+
+    __slots__ = ("name", "conn")
+
+    def __init__(self, name, conn):
+        self.name, self.conn = name, conn
+
+    def __call__(self, *args, **kwargs):
+        return self.conn.call(self.name, args, kwargs)
+
+    def __repr__(self):
+        return "<candidate function %s>" % self.name
+
+
+class CandidateDied(Exception):
+    """The candidate's process closed the connection (exited, crashed or was killed)."""
+
+
+RPC_FRAME_CAP = 256 << 20
+
+
+class Conn:
+    """The tests' end of the connection to the candidate's process."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def receive(self):
+        try:
+            (n,) = struct.unpack(">I", read_exact(self.fd, 4))
+            if n > RPC_FRAME_CAP:
+                raise ProtocolError("reply of %d bytes is over the cap" % n)
+            reply = json.loads(read_exact(self.fd, n))
+        except (EOFError, OSError):
+            raise CandidateDied()
+        except ValueError:
+            raise ProtocolError("reply is not JSON")
+        if type(reply) is not dict or len(reply) != 1 or not ("ok" in reply or "exc" in reply):
+            raise ProtocolError("malformed reply")
+        if "exc" in reply:
+            raise local_exception(reply["exc"])
+        return reply["ok"]
+
+    def call(self, name, args, kwargs):
+        try:
+            write_frame(self.fd, {"call": name, "args": encode(list(args)), "kwargs": encode(kwargs)})
+        except OSError:
+            raise CandidateDied()
+        return decode(self.receive(), self.remote)
+
+    def remote(self, name):
+        return Remote(name, self)
+
+
+# Exceptions the candidate may raise across the boundary as themselves; others become RuntimeError.
+PORTABLE_EXCEPTIONS = (
+    "ArithmeticError", "AssertionError", "AttributeError", "EOFError", "FloatingPointError",
+    "IndexError", "KeyError", "LookupError", "MemoryError", "NameError", "NotImplementedError",
+    "OverflowError", "RecursionError", "RuntimeError", "StopIteration", "SyntaxError",
+    "IndentationError", "TypeError", "UnboundLocalError", "UnicodeError", "ValueError",
+    "ZeroDivisionError", "TimeoutError", "OSError",
+)
+
+
+def local_exception(exc):
+    import builtins
+
+    try:
+        name, msg, tb = (str_of(v) for v in list_of(exc))
+    except (ProtocolError, ValueError):
+        return ProtocolError("malformed exception")
+    cls = getattr(builtins, name) if name in PORTABLE_EXCEPTIONS else RuntimeError
+    e = cls(msg if cls is not RuntimeError else "%s: %s" % (name, msg))
+    e.remote_traceback = tb
+    return e
+
+
+def tests_child(tests, entry_point, out_w, err_w, res_w, rpc, go_r):
+    """Graded job, tests side: runs only the suite's (trusted) test code, calling the candidate's
+    functions over `rpc`; it alone holds the result channel and, once read from `go_r`, the
+    secret that proves all tests ran. Never returns."""
+    secret = b""
+    try:
+        enter_child((out_w, err_w, res_w, rpc, go_r), "/")
+        while len(secret) < 32:
+            chunk = os.read(5, 32 - len(secret))
+            if not chunk:
+                break
+            secret += chunk
+        os.close(5)
+        if len(secret) != 32:
+            raise RuntimeError("no secret")
+        sys.path[:] = [p for p in sys.path if p not in ("", ".", JOB_DIR)]
+        module = fresh_main_module("<tests>", tests)
+        conn = Conn(4)
+    except BaseException:
+        try:
+            os.write(RESULT_FD, b"H" + secret + b"\n")
+        finally:
+            os._exit(HARNESS_EXIT)
+    token = secret + b"\n"
+    del secret
+    try:
+        namespace = module.__dict__
+        candidate = conn.receive()
+        if type(candidate) is not dict or set(candidate) != {"functions", "values"}:
+            raise ProtocolError("malformed hello")
+        for name in list_of(candidate["functions"]):
+            if importable(name):
+                namespace[name] = Remote(name, conn)
+        for item in list_of(candidate["values"]):
+            name, value = pair(item)
+            if importable(name):
+                namespace[name] = decode(value, conn.remote)
+        exec(compile(tests, "<tests>", "exec"), namespace)
+        namespace["check"](namespace[entry_point] if entry_point in namespace else Remote(entry_point, conn))
+    except CandidateDied:
+        report({"kind": "candidate_died", "detail": ""})
+        os._exit(1)
+    except ProtocolError as e:
+        report({"kind": "exception", "detail": "candidate broke the test protocol: %s" % e})
+        os._exit(1)
+    except BaseException as e:
+        report_exception(e)
+        flush_std()
+        os._exit(1)
+    status = flush_std()
+    try:
+        os.write(RESULT_FD, token)
+    except BaseException:
+        status = 120
+    os._exit(status)
+
+
+def importable(name):
+    """A candidate name the tests may see: never one that would shadow a builtin (a candidate's
+    own `abs` or `isinstance` must not answer the tests' assertions) or a dunder."""
+    import builtins
+
+    return type(name) is str and name.isidentifier() and not name.startswith("__") and not hasattr(builtins, name)
 
 
 def flush_std():
@@ -188,6 +528,13 @@ def exit_status(code):
     return 1
 
 
+def report(obj):
+    try:
+        os.write(RESULT_FD, json.dumps(obj).encode() + b"\n")
+    except BaseException:
+        pass
+
+
 def report_exception(e):
     kind = "crash" if isinstance(e, (MemoryError, RecursionError)) else "exception"
     try:
@@ -195,17 +542,25 @@ def report_exception(e):
     except BaseException:
         msg = "<unprintable>"
     line = type(e).__name__ + (": " + " ".join(msg.split()) if msg.strip() else "")
+    report({"kind": kind, "detail": line[:500]})
     try:
-        os.write(RESULT_FD, json.dumps({"kind": kind, "detail": line[:500]}).encode() + b"\n")
-    except BaseException:
-        pass
-    try:
-        import traceback
-
-        traceback.print_exception(type(e), e, e.__traceback__.tb_next)
+        sys.stderr.write(format_exception(e))
+        remote = getattr(e, "remote_traceback", "")
+        if remote:
+            sys.stderr.write("\nIn the candidate:\n" + remote)
         sys.stderr.flush()
     except BaseException:
         pass
+
+
+def format_exception(e):
+    """The traceback as Python prints it, without the executor's own frames (file "<string>")."""
+    import traceback
+
+    te = traceback.TracebackException(type(e), e, e.__traceback__)
+    for link in [te] + [x for x in (te.__cause__, te.__context__) if x is not None]:
+        link.stack = traceback.StackSummary.from_list([f for f in link.stack if f.filename != "<string>"])
+    return "".join(te.format())
 
 
 def finish(token):
@@ -285,13 +640,14 @@ def drain_rest(caps, budget_s=2.0):
         os.close(fd)
 
 
-def kill_all(pgid, statuses):
-    """SIGKILL the job's process group, then every other process of our user (setsid escapees)."""
-    try:
-        if pgid is not None:
-            os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
+def kill_all(pgids, statuses):
+    """SIGKILL the job's process groups, then every other process of our user (setsid escapees)."""
+    for pgid in pgids:
+        try:
+            if pgid is not None:
+                os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
     me, uid = os.getpid(), os.getuid()
     for _ in range(300):
         others = []
@@ -392,24 +748,30 @@ def oom_counters():
 
 
 def run_job(job):
+    """One job -> its result. A graded job ({"candidate", "tests", "entry_point"}) runs the tests and
+    the candidate in two processes; a plain job ({"program"}) runs one program (`sandbox exec`)."""
     timeout_s = float(job["timeout_s"])
     limit = int(job.get("output_limit", 16384))
-    secret = os.urandom(16).hex()
     os.makedirs(JOB_DIR, exist_ok=True)
     (out_r, out_w), (err_r, err_w), (res_r, res_w) = os.pipe(), os.pipe(), os.pipe()
     caps = {out_r: Capture(limit), err_r: Capture(limit), res_r: Capture(RESULT_CAP)}
     caps[res_r].head_cap, caps[res_r].tail_cap = 0, RESULT_CAP
     oom_before = oom_counters()
     t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        child(job["program"], secret, out_w, err_w, res_w)
-    for fd in (out_w, err_w, res_w):
-        os.close(fd)
+    graded = "program" not in job
+    if graded:
+        pid, cpid, secret = start_graded(job, out_w, err_w, res_w)
+    else:
+        cpid, secret = None, os.urandom(16).hex()
+        pid = os.fork()
+        if pid == 0:
+            child(job["program"], secret, out_w, err_w, res_w)
+        for fd in (out_w, err_w, res_w):
+            os.close(fd)
     statuses = {}
     status, t_end = supervise(pid, t0 + timeout_s, caps)
     still_running = status is None
-    kill_all(pid, statuses)
+    kill_all([pid, cpid], statuses)
     if status is None:
         status = statuses[pid] if pid in statuses else os.waitpid(pid, 0)[1]
     timed_out = still_running and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
@@ -424,28 +786,49 @@ def run_job(job):
         "stderr": caps[err_r].text(),
         "truncated": caps[out_r].truncated or caps[err_r].truncated,
     }
-    res["verdict"], res["detail"] = verdict(
-        res, bytes(caps[res_r].tail), secret, timeout_s if timed_out else None,
-        oom_before, oom_counters(),
-    )
+    oom = (oom_before, oom_counters())
+    channel = bytes(caps[res_r].tail)
+    if timed_out:
+        res["verdict"], res["detail"] = "timeout", "timed out after %g s" % timeout_s
+    else:
+        res["verdict"], res["detail"] = verdict(res["exit_code"], res["signal"], channel, secret, oom)
+    if graded and res["verdict"] == "failed" and b'"candidate_died"' in channel:
+        res["verdict"], res["detail"] = candidate_death(statuses.get(cpid), oom)
     return res
 
 
-def verdict(res, channel, secret, timed_out_after, oom_before, oom_after):
-    """(verdict, detail) from how the child ended and what it wrote on its result pipe."""
-    if timed_out_after is not None:
-        return "timeout", "timed out after %g s" % timed_out_after
-    sig = res["signal"]
+def start_graded(job, out_w, err_w, res_w):
+    """Fork the tests' process, then the candidate's, and only then make the secret and hand it
+    to the tests: the candidate's process never had it in memory, nor the result pipe open."""
+    import socket
+
+    tests_end, cand_end = (s.detach() for s in socket.socketpair())
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(go_w)
+        tests_child(job["tests"], job["entry_point"], out_w, err_w, res_w, tests_end, go_r)
+    os.close(go_r)
+    cpid = os.fork()
+    if cpid == 0:
+        candidate_child(job["candidate"], out_w, err_w, cand_end)
+    for fd in (out_w, err_w, res_w, tests_end, cand_end):
+        os.close(fd)
+    secret = os.urandom(16).hex()
+    try:
+        os.write(go_w, secret.encode())
+    except OSError:  # the tests' process is already gone: its status tells why
+        pass
+    os.close(go_w)
+    return pid, cpid, secret
+
+
+def verdict(exit_code, sig, channel, secret, oom):
+    """(verdict, detail) from how the process that holds the result pipe ended and what it wrote."""
     if sig is not None:
-        if sig == signal.SIGKILL:
-            grew = [a is not None and b is not None and a > b for a, b in zip(oom_after, oom_before)]
-            if grew[0]:
-                return "error", "OOM: killed by the kernel at the container memory limit"
-            if grew[1]:
-                return "error", "OOM: killed by signal 9 after hitting the memory limit"
-        return "error", "killed by signal %d (%s)" % (sig, signal_name(sig))
+        return killed(sig, oom)
     lines = channel.split(b"\n")
-    if res["exit_code"] == 0:
+    if exit_code == 0:
         if secret.encode() in lines:
             return "passed", ""
         return "failed", "exited with status 0 before the program ended (sys.exit/os._exit): not a pass"
@@ -459,7 +842,28 @@ def verdict(res, channel, secret, timed_out_after, oom_before, oom_after):
             except (ValueError, KeyError, TypeError):
                 continue
             return ("error" if kind == "crash" else "failed"), detail
-    return "failed", "exited with status %d" % res["exit_code"]
+    return "failed", "exited with status %d" % exit_code
+
+
+def killed(sig, oom):
+    if sig == signal.SIGKILL:
+        before, after = oom
+        grew = [a is not None and b is not None and a > b for a, b in zip(after, before)]
+        if grew[0]:
+            return "error", "OOM: killed by the kernel at the container memory limit"
+        if grew[1]:
+            return "error", "OOM: killed by signal 9 after hitting the memory limit"
+    return "error", "killed by signal %d (%s)" % (sig, signal_name(sig))
+
+
+def candidate_death(status, oom):
+    """The tests lost the candidate's process: say how it ended."""
+    if status is not None and os.WIFSIGNALED(status):
+        return killed(os.WTERMSIG(status), oom)
+    code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
+    if code == HARNESS_EXIT:
+        return "infra_error", "sandbox harness failed to start the candidate"
+    return "failed", "the candidate exited (status %s) before the tests finished (sys.exit/os._exit): not a pass" % code
 
 
 def signal_name(sig):
@@ -467,6 +871,20 @@ def signal_name(sig):
         return signal.Signals(sig).name
     except ValueError:
         return "?"
+
+
+def set_dumpable(flag):
+    """PR_SET_DUMPABLE 0 makes /proc/PID/{mem,fd,environ} of this process and every child forked
+    from it (the tests' process holding the result pipe) unreadable to the candidate, though it
+    runs as the same user; ptrace is refused too. -> the flag as the kernel now has it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, int(flag), 0, 0, 0)  # PR_SET_DUMPABLE
+        return bool(libc.prctl(3, 0, 0, 0, 0))  # PR_GET_DUMPABLE
+    except Exception:
+        return None
 
 
 # --- main loop -------------------------------------------------------------------------------
@@ -480,13 +898,15 @@ def main():
     os.dup2(null, 1)
     os.close(null)
     os.chdir("/")
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as PID 1, a signal with no handler is dropped
+    dumpable = set_dumpable(False)
     preimport()
     import gc
 
     gc.freeze()  # children never scan (and so never copy-on-write) the pre-imported objects
     write_frame(result_out, {
         "ready": True, "python": sys.version.split()[0], "numpy": "numpy" in sys.modules,
-        "pid": os.getpid(),
+        "pid": os.getpid(), "dumpable": dumpable,
     })
     while True:
         try:
@@ -496,7 +916,7 @@ def main():
         try:
             result = run_job(job)
         except Exception as e:  # an executor bug must cost one job, not the container
-            kill_all(None, {})
+            kill_all([], {})
             wipe()
             result = {"id": job.get("id"), "verdict": "infra_error", "duration_s": 0.0,
                       "detail": "executor: %s: %s" % (type(e).__name__, e)}

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 
 class Verdict(StrEnum):
-    PASSED = "passed"  # the program ran to the end and exited 0
+    PASSED = "passed"  # every test ran and none failed (a plain program: ran to its end, exit 0)
     FAILED = "failed"  # an exception (usually AssertionError) or a non-zero exit
     TIMEOUT = "timeout"  # killed at the wall-clock limit
     ERROR = "error"  # crash: killed by a signal, OOM, MemoryError, RecursionError
@@ -39,6 +39,12 @@ class ExecResult:
 
 
 class Sandbox(Protocol):
-    """Runs one untrusted Python program and says how it ended. Docker is one implementation."""
+    """Runs untrusted Python and says how it ended. Docker is one implementation."""
 
-    async def run(self, program: str, timeout_s: float) -> ExecResult: ...
+    async def run_tests(self, candidate: str, tests: str, entry_point: str, timeout_s: float) -> ExecResult:
+        """Run `tests` (which define `check(candidate)`) against the candidate module."""
+        ...
+
+    async def run(self, program: str, timeout_s: float) -> ExecResult:
+        """Run one plain program."""
+        ...
