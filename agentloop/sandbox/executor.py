@@ -237,6 +237,17 @@ def pair(p):
 # --- the children ----------------------------------------------------------------------------
 
 
+_exit = os._exit  # kept: a candidate may replace os._exit in its own process
+
+
+def in_child(fn, *args):
+    """Run `fn` in a freshly forked child, which must never return into the executor's loop."""
+    try:
+        fn(*args)
+    finally:
+        _exit(HARNESS_EXIT)
+
+
 def enter_child(fds, cwd):
     """Common set-up of a forked child: new session, its fds at 0..n, nothing else open.
     `fds` are placed at 1, 2, 3, ...; stdin is /dev/null."""
@@ -283,46 +294,52 @@ def child(program, secret, out_w, err_w, res_w):
         try:
             os.write(res_w, b"H" + secret.encode() + b"\n")
         finally:
-            os._exit(HARNESS_EXIT)
+            _exit(HARNESS_EXIT)
     token = secret.encode() + b"\n"
     del secret
     try:
         exec(compile(program, "<candidate>", "exec"), module.__dict__)
     except SystemExit as e:
         status = exit_status(e.code)
-        os._exit(flush_std() or status)
+        _exit(flush_std() or status)
     except BaseException as e:
         report_exception(e)
         flush_std()
-        os._exit(1)
+        _exit(1)
     finish(token)
 
 
 def candidate_child(source, out_w, err_w, rpc):
     """Graded job, candidate side: import the candidate module, then serve calls from the tests.
-    Holds no secret and no result channel, so whatever it does it cannot write a verdict."""
+    Holds no secret and no result channel, so whatever it does it cannot write a verdict. Once the
+    candidate's code has run, any failure here is the candidate's doing: exit status 1."""
     try:
         enter_child((out_w, err_w, rpc), JOB_DIR)
         candidate_setup()
         module = fresh_main_module("<candidate>", source)
     except BaseException:
-        os._exit(HARNESS_EXIT)
-    rpc = 3
+        _exit(HARNESS_EXIT)
     try:
-        exec(compile(source, "<candidate>", "exec"), module.__dict__)
-        hello = {"ok": exported(module.__dict__)}
+        serve_candidate(source, module.__dict__, 3)
+    finally:
+        _exit(1)
+
+
+def serve_candidate(source, namespace, rpc):
+    try:
+        exec(compile(source, "<candidate>", "exec"), namespace)
+        hello = {"ok": exported(namespace)}
     except BaseException as e:
         hello = {"exc": remote_exception(e)}
     flush_std()
     write_frame(rpc, hello)
     if "exc" in hello:
-        os._exit(1)
-    namespace = module.__dict__
+        return
     while True:
         try:
             request = read_frame(rpc)
         except EOFError:
-            os._exit(flush_std())
+            _exit(flush_std())
         try:
             fn = namespace[request["call"]]
             args = decode(request["args"], namespace.__getitem__)
@@ -434,8 +451,8 @@ def local_exception(exc):
     except (ProtocolError, ValueError):
         return ProtocolError("malformed exception")
     cls = getattr(builtins, name) if name in PORTABLE_EXCEPTIONS else RuntimeError
-    e = cls(msg if cls is not RuntimeError else "%s: %s" % (name, msg))
-    e.remote_traceback = tb
+    e = cls(msg)
+    e.remote_type, e.remote_traceback = name, tb
     return e
 
 
@@ -461,7 +478,7 @@ def tests_child(tests, entry_point, out_w, err_w, res_w, rpc, go_r):
         try:
             os.write(RESULT_FD, b"H" + secret + b"\n")
         finally:
-            os._exit(HARNESS_EXIT)
+            _exit(HARNESS_EXIT)
     token = secret + b"\n"
     del secret
     try:
@@ -480,20 +497,20 @@ def tests_child(tests, entry_point, out_w, err_w, res_w, rpc, go_r):
         namespace["check"](namespace[entry_point] if entry_point in namespace else Remote(entry_point, conn))
     except CandidateDied:
         report({"kind": "candidate_died", "detail": ""})
-        os._exit(1)
+        _exit(1)
     except ProtocolError as e:
         report({"kind": "exception", "detail": "candidate broke the test protocol: %s" % e})
-        os._exit(1)
+        _exit(1)
     except BaseException as e:
         report_exception(e)
         flush_std()
-        os._exit(1)
+        _exit(1)
     status = flush_std()
     try:
         os.write(RESULT_FD, token)
     except BaseException:
         status = 120
-    os._exit(status)
+    _exit(status)
 
 
 def importable(name):
@@ -541,7 +558,7 @@ def report_exception(e):
         msg = str(e)
     except BaseException:
         msg = "<unprintable>"
-    line = type(e).__name__ + (": " + " ".join(msg.split()) if msg.strip() else "")
+    line = getattr(e, "remote_type", type(e).__name__) + (": " + " ".join(msg.split()) if msg.strip() else "")
     report({"kind": kind, "detail": line[:500]})
     try:
         sys.stderr.write(format_exception(e))
@@ -580,7 +597,7 @@ def finish(token):
         status = exit_status(e.code)
     except BaseException:
         pass
-    os._exit(flush_std() or status)
+    _exit(flush_std() or status)
 
 
 # --- supervision in the parent ---------------------------------------------------------------
@@ -765,7 +782,7 @@ def run_job(job):
         cpid, secret = None, os.urandom(16).hex()
         pid = os.fork()
         if pid == 0:
-            child(job["program"], secret, out_w, err_w, res_w)
+            in_child(child, job["program"], secret, out_w, err_w, res_w)
         for fd in (out_w, err_w, res_w):
             os.close(fd)
     statuses = {}
@@ -807,11 +824,11 @@ def start_graded(job, out_w, err_w, res_w):
     pid = os.fork()
     if pid == 0:
         os.close(go_w)
-        tests_child(job["tests"], job["entry_point"], out_w, err_w, res_w, tests_end, go_r)
+        in_child(tests_child, job["tests"], job["entry_point"], out_w, err_w, res_w, tests_end, go_r)
     os.close(go_r)
     cpid = os.fork()
     if cpid == 0:
-        candidate_child(job["candidate"], out_w, err_w, cand_end)
+        in_child(candidate_child, job["candidate"], out_w, err_w, cand_end)
     for fd in (out_w, err_w, res_w, tests_end, cand_end):
         os.close(fd)
     secret = os.urandom(16).hex()
@@ -863,7 +880,7 @@ def candidate_death(status, oom):
     code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
     if code == HARNESS_EXIT:
         return "infra_error", "sandbox harness failed to start the candidate"
-    return "failed", "the candidate exited (status %s) before the tests finished (sys.exit/os._exit): not a pass" % code
+    return "failed", "the candidate's process ended (exit status %s) before the tests finished: not a pass" % code
 
 
 def signal_name(sig):
