@@ -5,13 +5,42 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from rich.console import Console
 
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2) like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see: {self.prog} --help)")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"invalid JSON {text!r:.60} ({e.msg}); expected an object like '{{\"top_k\": 20}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r:.60} is not a JSON object; expected one like '{{\"top_k\": 20}}'")
+    return value
+
+
+# `agentloop run` flags and the config field each one sets.
+FLAG_FIELDS = {
+    "suite": "suite", "data": "data", "samples": "samples", "limit": "limit", "tasks": "task_ids",
+    "runs_dir": "runs_dir", "base_url": "model.base_url", "model": "model.model", "api_key": "model.api_key",
+    "concurrency": "model.concurrency", "samples_per_request": "model.samples_per_request",
+    "request_timeout": "model.timeout_s", "temperature": "sampling.temperature", "top_p": "sampling.top_p",
+    "max_tokens": "sampling.max_tokens", "seed": "sampling.seed", "stop": "sampling.stop",
+    "extra_body": "sampling.extra_body", "pool_size": "sandbox.pool_size", "image": "sandbox.image",
+}
 
 
 def _run_parser(sub: Any) -> None:
@@ -37,14 +66,14 @@ def _run_parser(sub: Any) -> None:
     s.add_argument("--max-tokens", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--stop", action="append", help="stop string (repeatable)")
-    s.add_argument("--extra-body", type=json.loads, help='vLLM extras as JSON, e.g. \'{"top_k": 20}\'')
+    s.add_argument("--extra-body", type=_json_object, help='vLLM extras as JSON, e.g. \'{"top_k": 20}\'')
     b = p.add_argument_group("sandbox")
     b.add_argument("--pool-size", type=int, help="warm containers (default: CPU count)")
     b.add_argument("--image", help="sandbox image tag")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentloop", description=__doc__)
+    parser = _Parser(prog="agentloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     p = sub.add_parser("grade", help="grade completions made elsewhere (evalplus-style JSONL) into a run dir")
@@ -76,40 +105,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_from_args(args: argparse.Namespace) -> Any:
-    from agentloop.config import load_config, override
+def _config_from_args(args: argparse.Namespace, fields: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+    """The config file with the given flags applied, validated; and what the user set explicitly
+    (dotted field -> value, from the file's keys and the flags), which is what `--resume` compares."""
+    from agentloop.config import RunConfig, from_mapping, get_field, read_toml, set_field, validate
 
-    cfg = load_config(args.config)
-    return override(
-        cfg, suite=args.suite, data=args.data, samples=args.samples, limit=args.limit,
-        task_ids=args.tasks.split(",") if args.tasks else None, runs_dir=args.runs_dir,
-        model=override(cfg.model, base_url=args.base_url, model=args.model, api_key=args.api_key,
-                       concurrency=args.concurrency, samples_per_request=args.samples_per_request,
-                       timeout_s=args.request_timeout),
-        sampling=override(cfg.sampling, temperature=args.temperature, top_p=args.top_p,
-                          max_tokens=args.max_tokens, seed=args.seed, stop=args.stop, extra_body=args.extra_body),
-        sandbox=override(cfg.sandbox, pool_size=args.pool_size, image=args.image),
-    )
+    config_path = getattr(args, "config", None)
+    raw = read_toml(config_path) if config_path else {}
+    cfg = from_mapping(RunConfig, raw, str(config_path))
+    explicit = [f"{k}.{k2}" for k, v in raw.items() if isinstance(v, dict) for k2 in v]
+    explicit += [k for k, v in raw.items() if not isinstance(v, dict)]
+    flags: dict[str, str] = {}
+    for dest, name in fields.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if dest == "tasks":
+            value = [t for t in value.split(",") if t] or None
+        cfg = set_field(cfg, name, value)
+        flags[name] = "--" + dest.replace("_", "-")
+    validate(cfg, str(config_path or "config"), flags)
+    return cfg, {name: get_field(cfg, name) for name in [*explicit, *flags]}
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from agentloop.report import print_report
     from agentloop.runner import run
 
-    report = anyio.run(run, _config_from_args(args), args.resume, console)
+    cfg, explicit = _config_from_args(args, FLAG_FIELDS)
+    report = anyio.run(partial(run, cfg, args.resume, console, changes=explicit))
     print_report(report, Console())
     print(f"run dir: {report.run_dir}")
     return 0
 
 
 def _cmd_grade(args: argparse.Namespace, console: Console) -> int:
-    from agentloop.config import RunConfig, override
     from agentloop.grade import grade_file
     from agentloop.report import print_report
 
-    cfg = RunConfig()
-    cfg = override(cfg, suite=args.suite, data=args.data, runs_dir=args.runs_dir,
-                   sandbox=override(cfg.sandbox, pool_size=args.pool_size, image=args.image))
+    fields = {k: FLAG_FIELDS[k] for k in ("suite", "data", "runs_dir", "pool_size", "image")}
+    cfg, _ = _config_from_args(args, fields)
     report = anyio.run(grade_file, cfg, args.samples, console)
     print_report(report, Console())
     print(f"run dir: {report.run_dir}")
@@ -159,9 +194,9 @@ COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "serve"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args, console)
     except AgentloopError as e:
         print(f"agentloop: error: {e}", file=sys.stderr)

@@ -6,9 +6,11 @@ Unknown keys and wrong types are one-line errors naming the file and the dotted 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
@@ -18,6 +20,7 @@ from agentloop.model.config import ModelConfig, SamplingParams
 from agentloop.sandbox.config import SandboxConfig
 
 T = TypeVar("T")
+STRATEGIES = ("parallel",)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ def _type_name(tp: Any) -> str:
 def from_mapping(cls: type[T], data: dict[str, Any], where: str, prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping, checking every key and type (nested tables too)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table, got {type(data).__name__}")
+        name = prefix.rstrip(".") or "config"
+        raise ConfigError(f"{where}: '{name}' = {data!r:.60} has the wrong type (expected a table)")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
@@ -87,13 +91,36 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str, prefix: str = "
     return cls(**kwargs)
 
 
+_TOML_WHERE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; expected a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        line = _line_of(e.object, e.start)
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); expected a TOML file") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        # tomllib ends its message with "(at line L, column C)" or "(at end of document)".
+        msg = str(e)
+        m = _TOML_WHERE.search(msg)
+        if m is None:
+            raise ConfigError(f"{path}: invalid TOML ({msg})") from None
+        loc = f"{m[1]}:{m[2]}" if m[1] else str(max(1, len(text.splitlines())))
+        raise ConfigError(f"{path}:{loc}: invalid TOML ({msg[: m.start()]}{'' if m[1] else ' at end of file'})") from None
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    """1-based line number of byte `offset` in `data`."""
+    return data.count(b"\n", 0, offset) + 1
 
 
 def load_config(path: Path | None) -> RunConfig:
@@ -110,20 +137,44 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Range checks that types alone can't express."""
+def get_field(cfg: Any, dotted: str) -> Any:
+    """`get_field(cfg, "model.base_url")` is cfg.model.base_url."""
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def set_field(cfg: T, dotted: str, value: Any) -> T:
+    """A copy of frozen dataclass `cfg` with the dotted field set."""
+    head, _, rest = dotted.partition(".")
+    return dataclasses.replace(cfg, **{head: set_field(getattr(cfg, head), rest, value) if rest else value})  # type: ignore[type-var]
+
+
+def validate(cfg: RunConfig, where: str = "config", flags: Mapping[str, str] | None = None) -> RunConfig:
+    """Range checks that types alone can't express.
+
+    `where` names the config file; `flags` maps dotted names given on the command line to their
+    flag (e.g. {"samples": "--samples"}), so the error names what the user actually typed.
+    """
     checks = [
         (cfg.samples >= 1, "samples", "an integer >= 1"),
         (cfg.limit is None or cfg.limit >= 1, "limit", "an integer >= 1"),
         (cfg.model.concurrency >= 1, "model.concurrency", "an integer >= 1"),
         (cfg.model.samples_per_request >= 1, "model.samples_per_request", "an integer >= 1"),
+        (cfg.model.timeout_s > 0, "model.timeout_s", "a number of seconds > 0"),
+        (cfg.model.max_retries >= 0, "model.max_retries", "an integer >= 0"),
+        (cfg.model.retry_max_wait_s >= 0, "model.retry_max_wait_s", "a number of seconds >= 0"),
+        (cfg.model.outage_wait_s >= 0, "model.outage_wait_s", "a number of seconds >= 0"),
         (cfg.sampling.max_tokens >= 1, "sampling.max_tokens", "an integer >= 1"),
         (0 <= cfg.sampling.temperature <= 5, "sampling.temperature", "a number in [0, 5]"),
         (0 < cfg.sampling.top_p <= 1, "sampling.top_p", "a number in (0, 1]"),
         (cfg.sandbox.pool_size >= 1, "sandbox.pool_size", "an integer >= 1"),
-        (cfg.strategy == "parallel", "strategy", "'parallel'"),
+        (cfg.strategy in STRATEGIES, "strategy", "one of: " + ", ".join(repr(s) for s in STRATEGIES)),
     ]
     for ok, name, expected in checks:
         if not ok:
-            raise ConfigError(f"config: '{name}' must be {expected}")
+            value = get_field(cfg, name)
+            if flags and name in flags:
+                raise ConfigError(f"{flags[name]} must be {expected}, got {value!r:.60}")
+            raise ConfigError(f"{where}: '{name}' must be {expected}, got {value!r:.60}")
     return cfg

@@ -37,16 +37,21 @@ def load_samples(path: Path, known: set[str]) -> list[tuple[str, str]]:
     samples = []
     for where, row in read_jsonl(path):
         task_id = row.get("task_id")
+        if "task_id" not in row:
+            raise DataError(f"{where}: missing field 'task_id' (expected a string)")
         if not isinstance(task_id, str):
             raise DataError(f"{where}: field 'task_id' must be a string, got {task_id!r:.60}")
         if task_id not in known:
-            raise DataError(f"{where}: task_id {task_id!r} is not in the suite")
-        code = row.get("solution", row.get("completion"))
+            raise DataError(f"{where}: task_id {task_id!r:.60} is not in the suite")
+        key = "solution" if "solution" in row else "completion"
+        code = row.get(key)
+        if key not in row:
+            raise DataError(f"{where}: expected a string field 'completion' or 'solution', got neither")
         if not isinstance(code, str):
-            raise DataError(f"{where}: expected a string field 'completion' or 'solution'")
+            raise DataError(f"{where}: field '{key}' must be a string, got {code!r:.60}")
         samples.append((task_id, code))
     if not samples:
-        raise DataError(f"{path}: no samples (empty file)")
+        raise DataError(f"{path}: no samples (empty file); expected one JSON object per line")
     return samples
 
 
@@ -65,7 +70,7 @@ async def grade_file(cfg: RunConfig, samples_path: Path, console: Console | None
     cfg = replace(cfg, samples=max(chains.values()))
     run_dir, run_id = new_run_dir(cfg)
     async with DockerPool.start(cfg.sandbox, run_id) as pool:
-        store: AttemptStore = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks)
+        store: AttemptStore = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks, suite)
         try:
             await anyio.to_thread.run_sync(store.set_meta, "graded_file", str(samples_path))
             with logs.to_file(run_dir / "log.jsonl"):

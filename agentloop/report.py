@@ -16,6 +16,7 @@ from agentloop.metrics import PassAtK, count_by_task, pass_at_k, pass_at_ks
 from agentloop.store import AttemptStore
 
 PNG_NAME = "pass_at_k.png"
+MAX_REASONS = 3
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Report:
     completion_tokens: int
     pass_at_k: list[PassAtK]
     per_task: list[dict[str, Any]] = field(default_factory=list)
+    infra_error_reasons: list[dict[str, Any]] = field(default_factory=list)
+    """The most common infra-error messages: [{"error": ..., "count": ...}], most frequent first."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +48,7 @@ def build_report(run_dir: Path) -> Report:
         cfg = store.get_meta("config", {})
         task_ids = [t.id for t, _ in store.tasks()]
         verdicts: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
         request_prompt: dict[str, int] = {}
         completion_tokens = 0
 
@@ -52,6 +56,9 @@ def build_report(run_dir: Path) -> Report:
             nonlocal completion_tokens
             for a in store.iter_attempts():
                 verdicts[a.verdict.value if a.verdict else AttemptKind.INFRA_ERROR.value] += 1
+                if a.kind is AttemptKind.INFRA_ERROR:
+                    reason = a.error or "unknown"
+                    reasons[reason if reason in reasons or len(reasons) < 1000 else "(other messages)"] += 1
                 if a.request_id and a.prompt_tokens is not None:
                     request_prompt[a.request_id] = a.prompt_tokens
                 completion_tokens += a.completion_tokens or 0
@@ -72,6 +79,7 @@ def build_report(run_dir: Path) -> Report:
             missing=sum(max(0, samples - tc.n) for tc in counts.values()),
             verdicts=dict(sorted(verdicts.items())), prompt_tokens=sum(request_prompt.values()),
             completion_tokens=completion_tokens, pass_at_k=pass_at_ks(counts), per_task=per_task,
+            infra_error_reasons=[{"error": e, "count": n} for e, n in reasons.most_common(MAX_REASONS)],
         )
     finally:
         store.close()
@@ -92,6 +100,8 @@ def print_report(report: Report, console: Console) -> None:
         f"(excluded from n); missing: {report.missing}"
         + (f" (run `agentloop run --resume {report.run_dir}`)" if report.missing else "")
     )
+    for reason in report.infra_error_reasons:
+        console.print(f"  infra error ×{reason['count']}: {reason['error']}", markup=False, highlight=False)
     console.print(f"tokens: {report.prompt_tokens} prompt (once per request), {report.completion_tokens} completion")
 
 

