@@ -64,5 +64,5 @@ async def _grade_and_record(ctx: Context, req: Request, chain: int, c: Completio
         ctx.sandbox, req.task, c.text, limit, **base, chain=chain, request_id=c.request_id,
         prompt_tokens=c.prompt_tokens, cached_prompt_tokens=c.cached_prompt_tokens,
         completion_tokens=c.completion_tokens, latency_s=c.latency_s,
-        extra={"seed": req.seed, "finish_reason": c.finish_reason, "time_limit_s": limit},
+        extra={"seed": req.seed, "finish_reason": c.finish_reason, "time_limit_s": limit, "http_tries": c.attempts},
     ))

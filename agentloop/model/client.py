@@ -1,8 +1,10 @@
 """Chat-completion client for a vLLM (OpenAI-compatible) server.
 
 One `complete` call is one HTTP request with `n` choices: vLLM prefills the prompt once for all of
-them. Retries live here (tenacity, jittered exponential backoff) and only cover failures a retry can
-fix; everything that is left becomes an `InfraError`, never a wrong answer.
+them. Retries live here (tenacity, jittered exponential backoff) and only cover failures a retry can fix;
+everything that is left becomes an `InfraError`, never a wrong answer. A server that cannot be
+reached at all (killed, restarting) is waited out for `outage_wait_s` without using up
+`max_retries`, so a long run rides out a server restart instead of turning it into infra errors.
 """
 
 from __future__ import annotations
@@ -15,13 +17,19 @@ from typing import Any
 
 import anyio
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception
 
 from agentloop.errors import InfraError, ServerUnreachable
 from agentloop.model.config import ModelConfig, SamplingParams
 
+log = structlog.get_logger()
+
 _CHECK_TIMEOUT_S = 10.0
 _MAX_MESSAGE_CHARS = 300
+_UNREACHABLE = frozenset({"ConnectError", "ConnectTimeout"})
+"""httpx's names for "no connection could be made"; matched by name because openai's transport is
+httpx in openai 1.x and its fork httpx2 in later versions."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,13 @@ def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     return isinstance(exc, openai.APIStatusError) and (exc.status_code == 429 or exc.status_code >= 500)
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """No connection could be made (refused, no route, connect timeout): the server is down or
+    restarting, not misbehaving, so waiting for it is the fix and costs it nothing."""
+    cause = type(exc.__cause__)
+    return isinstance(exc, openai.APIConnectionError) and any(c.__name__ in _UNREACHABLE for c in cause.__mro__)
 
 
 def _one_line(text: str) -> str:
@@ -98,6 +113,50 @@ def _choice_tokens(choices: list[Any], usage_tokens: int) -> list[int]:
     return apportion(usage_tokens, [len(c.message.content or "") for c in choices])
 
 
+class _RetryPolicy:
+    """tenacity's stop, wait and sleep for one request.
+
+    Failures of a server that answered (5xx, 429, dropped or truncated replies, timeouts) use up
+    `max_retries`. Refused connections (server down or restarting) do not: they are retried for up
+    to `outage_wait_s`, and the first request that gets through again wakes the waiting ones.
+    """
+
+    def __init__(self, client: ModelClient) -> None:
+        self.client, self.cfg = client, client.cfg
+        self.budget_used = 0
+        self.down_since: float | None = None
+        self.back: anyio.Event | None = None
+
+    def give_up(self, error: BaseException | None) -> bool:
+        if self.cfg.outage_wait_s > 0 and error is not None and _is_unreachable(error):
+            now = time.monotonic()
+            self.down_since = now if self.down_since is None else self.down_since
+            self.back = self.client._outage(error)
+            return now - self.down_since > self.cfg.outage_wait_s
+        self.down_since, self.back = None, None
+        self.budget_used += 1
+        return self.budget_used > self.cfg.max_retries
+
+    def wait_s(self, tries: int) -> float:
+        return random.uniform(0, min(self.cfg.retry_max_wait_s, 2.0 ** (tries - 1)))
+
+    async def sleep(self, seconds: float) -> None:
+        if self.back is None:
+            await anyio.sleep(seconds)
+            return
+        with anyio.move_on_after(seconds):
+            await self.back.wait()
+
+    def infra_error(self, error: openai.APIError, tries: int) -> InfraError:
+        url = self.cfg.base_url
+        if self.down_since is not None and _is_unreachable(error):
+            down_s = time.monotonic() - self.down_since
+            return InfraError(f"model request to {url} failed: server unreachable for {down_s:.0f} s "
+                              f"({tries} tries): {_describe(error)}")
+        after = f" after {tries} tries" if tries > 1 else ""
+        return InfraError(f"model request to {url} failed{after}: {_describe(error)}")
+
+
 class ModelClient:
     """Async chat-completion client: bounded concurrency, retries, typed completions.
 
@@ -112,6 +171,9 @@ class ModelClient:
             base_url=cfg.base_url, api_key=cfg.api_key, max_retries=0, timeout=cfg.timeout_s
         )
         self._limiter = anyio.CapacityLimiter(cfg.concurrency)
+        self._back: anyio.Event | None = None
+        """Set when the server answers again after refusing connections (None: no outage seen)."""
+        self._down_since = 0.0
 
     async def __aenter__(self) -> ModelClient:
         return self
@@ -140,39 +202,60 @@ class ModelClient:
         """One request with `n` choices; `seed` overrides `sampling.seed`. Raises InfraError."""
         request_id = str(uuid.uuid4())
         kwargs = self._request_kwargs(messages, n, self.sampling.seed if seed is None else seed)
-        try:  # the first try skips tenacity's machinery: most requests need no retry
+        try:  # the first try is a plain call: most requests need no retry
             return await self._send(kwargs, request_id, 1)
         except openai.APIError as e:
-            if not _is_retryable(e) or self.cfg.max_retries == 0:
+            if not _is_retryable(e):
                 raise InfraError(f"model request to {self.cfg.base_url} failed: {_describe(e)}") from e
-        attempts = 1
-        await anyio.sleep(random.uniform(0, min(1.0, self.cfg.retry_max_wait_s)))
+            return await self._retry(kwargs, request_id, e)
+
+    async def _retry(self, kwargs: dict[str, Any], request_id: str, error: openai.APIError) -> list[Completion]:
+        """Tries 2, 3, ... with tenacity, after jittered exponential waits ([0, 1) s, [0, 2) s, ...
+        capped); the policy says which failures use up `max_retries` (see `_RetryPolicy`)."""
+        policy = _RetryPolicy(self)
+        if policy.give_up(error):
+            raise policy.infra_error(error, 1) from error
+        await policy.sleep(policy.wait_s(1))
+        tries = 1
+        retrying = AsyncRetrying(
+            stop=lambda state: policy.give_up(state.outcome.exception()),
+            wait=lambda state: policy.wait_s(state.attempt_number + 1),
+            retry=retry_if_exception(_is_retryable),
+            sleep=policy.sleep,
+            reraise=True,
+        )
         try:
-            async for attempt in self._retrying():
+            async for attempt in retrying:
                 with attempt:
-                    attempts += 1
-                    return await self._send(kwargs, request_id, attempts)
+                    tries += 1
+                    return await self._send(kwargs, request_id, tries)
         except openai.APIError as e:
-            raise InfraError(f"model request to {self.cfg.base_url} failed after {attempts} tries: {_describe(e)}") from e
+            raise policy.infra_error(e, tries) from e
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _outage(self, error: openai.APIError) -> anyio.Event:
+        """The event set when the server answers again; the first request to see it down logs it."""
+        if self._back is None:
+            self._back, self._down_since = anyio.Event(), time.monotonic()
+            log.warning("model server unreachable, waiting for it", base_url=self.cfg.base_url,
+                        error=_describe(error), outage_wait_s=self.cfg.outage_wait_s)
+        return self._back
+
+    def _server_back(self, tries: int) -> None:
+        back, self._back = self._back, None
+        if back is not None:
+            log.info("model server reachable again", base_url=self.cfg.base_url, tries=tries,
+                     down_s=round(time.monotonic() - self._down_since, 1))
+            back.set()
 
     async def _send(self, kwargs: dict[str, Any], request_id: str, attempts: int) -> list[Completion]:
         async with self._limiter:
             started = time.monotonic()
             response = await self._client.chat.completions.create(**kwargs)
             latency_s = time.monotonic() - started
+        if self._back is not None:  # an outage was seen: this answer ends it
+            self._server_back(attempts)
         return self._completions(response, request_id, latency_s, attempts)
-
-    def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            # The first try (outside tenacity) failed and was followed by a wait in [0, 1) s;
-            # multiplier 2 continues the same schedule: [0, 2), [0, 4), ... capped.
-            stop=stop_after_attempt(self.cfg.max_retries),
-            wait=wait_random_exponential(multiplier=2, max=self.cfg.retry_max_wait_s),
-            retry=retry_if_exception(_is_retryable),
-            sleep=anyio.sleep,
-            reraise=True,
-        )
 
     def _request_kwargs(self, messages: list[dict[str, Any]], n: int, seed: int | None) -> dict[str, Any]:
         s = self.sampling

@@ -30,9 +30,13 @@ class ModelConfig:
     timeout_s: float = 600.0
     """Per-request timeout."""
     max_retries: int = 6
-    """Retries (jittered exponential backoff) on connection errors, timeouts, 429 and 5xx."""
+    """Retries (jittered exponential backoff) on dropped connections, timeouts, 429 and 5xx."""
     retry_max_wait_s: float = 30.0
     """Cap on one backoff wait."""
+    outage_wait_s: float = 300.0
+    """How long one request keeps retrying refused connections (a server that is down or restarting:
+    a vLLM-CPU restart takes 35-90 s, a big model minutes) without using up `max_retries`;
+    0 counts them against `max_retries` like any other failure."""
     return_token_ids: bool = True
     """Ask vLLM for each choice's token ids (exact per-sample token counts); turn off for servers
     that reject unknown request fields (counts are then apportioned from usage)."""
