@@ -6,7 +6,9 @@ Two workloads, each run both ways with the same parallelism P:
   typical  every task with a wrong candidate (`return None`), plus the reference for every third
   heavy    every reference solution with its full tests
 Baseline: `python3 -` per program (the real interpreter binary, not a pyenv shim), program on
-stdin, with the same single-threaded BLAS settings as the sandbox. Sandbox: `DockerPool.run` on a warm pool of P containers (start-up reported separately).
+stdin, with the same single-threaded BLAS settings as the sandbox. Sandbox: `DockerPool.run_tests`
+(the grading path: tests and candidate in two processes) on a warm pool of P containers (start-up
+reported separately).
 The last two lines are `ratio sandbox_heavy X` and `ratio sandbox_throughput X` (typical).
 """
 
@@ -36,7 +38,14 @@ WRONG_BODY = "    return None\n"
 @dataclass(frozen=True)
 class Program:
     name: str
-    text: str
+    candidate: str
+    tests: str
+    entry_point: str
+
+    @property
+    def text(self) -> str:
+        """The single-process program the baseline runs."""
+        return f"{self.candidate}\n\n{self.tests}\n\ncheck({self.entry_point})\n"
 
 
 def load_programs(path: Path) -> tuple[list[Program], list[Program]]:
@@ -44,15 +53,15 @@ def load_programs(path: Path) -> tuple[list[Program], list[Program]]:
     with gzip.open(path, "rt") as f:
         tasks = [json.loads(line) for line in f if line.strip()]
 
-    def program(t: dict, body: str) -> str:
-        return t["prompt"] + body + "\n\n" + t["test"] + f"\n\ncheck({t['entry_point']})\n"
+    def program(t: dict, kind: str, body: str) -> Program:
+        return Program(f"{t['task_id']}:{kind}", t["prompt"] + body, t["test"], t["entry_point"])
 
     typical, heavy = [], []
     for i, t in enumerate(tasks):  # file order: i is the task number, "every third" = 0, 3, 6, ...
         if t["task_id"] in BROKEN:
             continue
-        ref = Program(f"{t['task_id']}:ref", program(t, t["canonical_solution"]))
-        typical.append(Program(f"{t['task_id']}:wrong", program(t, WRONG_BODY)))
+        ref = program(t, "ref", t["canonical_solution"])
+        typical.append(program(t, "wrong", WRONG_BODY))
         if i % 3 == 0:
             typical.append(ref)
         heavy.append(ref)
@@ -80,14 +89,14 @@ async def host_run(text: str, timeout_s: float) -> str:
     return "passed" if code == 0 else "failed"
 
 
-async def run_all(programs: list[Program], parallel: int, one: Callable[[str], Awaitable[str]]) -> tuple[float, dict[str, str]]:
+async def run_all(programs: list[Program], parallel: int, one: Callable[[Program], Awaitable[str]]) -> tuple[float, dict[str, str]]:
     """Run programs with `parallel` workers; -> (seconds, verdict per program)."""
     verdicts: dict[str, str] = {}
     queue = iter(programs)
 
     async def worker() -> None:
         for p in queue:  # shared iterator: each program is taken once
-            verdicts[p.name] = await one(p.text)
+            verdicts[p.name] = await one(p)
 
     t0 = time.perf_counter()
     async with anyio.create_task_group() as tg:
@@ -118,13 +127,13 @@ async def main(args: argparse.Namespace) -> None:
         print(f"pool start-up: {time.perf_counter() - t0:.2f} s for {cfg.pool_size} warm containers "
               f"(not in the rates); parallel {args.parallel}, timeout {args.timeout:g} s")
 
-        async def host_one(text: str) -> str:
-            return await host_run(text, args.timeout)
+        async def host_one(p: Program) -> str:
+            return await host_run(p.text, args.timeout)
 
-        async def box_one(text: str) -> str:
-            return (await pool.run(text, args.timeout)).verdict.value
+        async def box_one(p: Program) -> str:
+            return (await pool.run_tests(p.candidate, p.tests, p.entry_point, args.timeout)).verdict.value
 
-        await host_one("import numpy\n")  # page cache warm, like the pool
+        await host_run("import numpy\n", args.timeout)  # page cache warm, like the pool
         ratios = {}
         for label, programs in (("typical", typical), ("heavy", heavy)):
             host, box = (0.0, {}), (0.0, {})

@@ -188,7 +188,7 @@ def test_always_equal_cannot_pass_humanevalplus(tmp_path, monkeypatch):
     (run_dir,) = list((tmp_path / "runs").iterdir())
     got = verdicts(run_dir)
     assert got[task.id, task.reference][0] == "passed"
-    assert got[task.id, forged] == ("failed", "TypeError: cannot pass a value of type Anything between the tests and the candidate")
+    assert got[task.id, forged] == ("failed", "TypeError: cannot pass a value of type __main__.Anything between the candidate and the tests")
 
 
 def test_the_tricks_are_real_attacks_on_a_single_process_harness(forge_suite):

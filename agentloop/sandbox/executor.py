@@ -127,111 +127,89 @@ class Capture:
 
 # --- values across the test/candidate boundary ----------------------------------------------
 #
-# Graded jobs run the candidate and the tests in two processes (see `run_graded`); arguments and
-# return values cross between them as tagged JSON. The tests' side decodes into exact built-in
-# types only, so no object the candidate builds (an `__eq__` that is always True, a str subclass,
-# a patched module) ever reaches an assertion.
+# Graded jobs run the candidate and the tests in two processes (see `start_graded`); arguments and
+# return values cross between them pickled. The tests' side unpickles with `ValueUnpickler`, which
+# resolves no class but the built-in value types and numpy.array, so no object the candidate
+# builds (an `__eq__` that is always True, an int subclass, a patched module) reaches an assertion.
+# (Pickle's C implementation makes this ~7x cheaper than a tagged-JSON walk on HumanEval+.)
 
 
 class ProtocolError(Exception):
-    """The candidate's process sent something that is not a well-formed value or reply."""
+    """The candidate's process sent something that is not a well-formed reply."""
 
 
-NUMPY_KINDS = "biufcU"
+class UnsupportedValue(TypeError):
+    pass
 
 
-def encode(x, depth=0):
-    if depth > 200:
-        raise TypeError("value nested too deeply")
-    t = type(x)
-    if x is None or t is bool or t is str or t is float:
-        return x
-    if t is int:
-        return x if -(1 << 62) < x < (1 << 62) else {"i": format(x, "x")}
-    if t is list:
-        return [encode(v, depth + 1) for v in x]
-    if t is tuple:
-        return {"t": [encode(v, depth + 1) for v in x]}
-    if t is dict:
-        return {"d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in x.items()]}
-    if t is set or t is frozenset:
-        return {"s" if t is set else "f": [encode(v, depth + 1) for v in x]}
-    if t is bytes or t is bytearray:
-        return {"b": x.hex()}
-    if t is complex:
-        return {"c": [x.real, x.imag]}
-    if t is Remote:
-        return {"r": x.name}
-    np = sys.modules.get("numpy")
-    if np is not None:
-        if isinstance(x, np.ndarray) and x.dtype.kind in NUMPY_KINDS:
-            return {"a": [x.dtype.str, list(x.shape), encode(x.ravel().tolist(), depth + 1)]}
-        if isinstance(x, np.generic):
-            return encode(x.item(), depth + 1)
-    for base in (bool, int, float, str, tuple, list, dict, set, frozenset, bytes):
-        if isinstance(x, base):  # subclasses (IntEnum, namedtuple, ...) cross as their base type
-            return encode(base(x), depth + 1)
-    raise TypeError("cannot pass a value of type %s between the tests and the candidate" % t.__name__)
+VALUE_TYPES = ("bool", "int", "float", "complex", "str", "bytes", "bytearray", "tuple", "list",
+               "dict", "set", "frozenset", "range")
+RPC_FRAME_CAP = 256 << 20
 
 
-def decode(o, resolve=None):
-    """Tagged JSON -> exact built-in values; anything malformed is a ProtocolError."""
-    t = type(o)
-    if o is None or t is bool or t is int or t is float or t is str:
-        return o
-    if t is list:
-        return [decode(v, resolve) for v in o]
-    if t is not dict or len(o) != 1:
-        raise ProtocolError("malformed value")
-    ((tag, v),) = o.items()
-    try:
-        if tag == "t":
-            return tuple(decode(list_of(v), resolve))
-        if tag == "d":
-            return {decode(k, resolve): decode(x, resolve) for k, x in (pair(p) for p in list_of(v))}
-        if tag in ("s", "f"):
-            items = decode(list_of(v), resolve)
-            return set(items) if tag == "s" else frozenset(items)
-        if tag == "i":
-            return int(str_of(v), 16)
-        if tag == "b":
-            return bytes.fromhex(str_of(v))
-        if tag == "c":
-            re_, im = list_of(v)
-            return complex(float(re_), float(im))
-        if tag == "a":
-            import numpy
+def value_unpickler():
+    import builtins, io, pickle
 
-            dtype, shape, flat = list_of(v)
-            dtype = numpy.dtype(str_of(dtype))
-            if dtype.kind not in NUMPY_KINDS or not all(type(n) is int for n in list_of(shape)):
-                raise ProtocolError("bad array")
-            return numpy.array(decode(list_of(flat)), dtype=dtype).reshape(shape)
-        if tag == "r" and resolve is not None:
-            return resolve(str_of(v))
-    except ProtocolError:
-        raise
-    except (TypeError, ValueError, OverflowError) as e:
-        raise ProtocolError("malformed %r value: %s" % (tag, e))
-    raise ProtocolError("unknown tag %r" % (tag,))
+    class ValueUnpickler(pickle.Unpickler):
+        """Rebuilds exact built-in values; refuses every other class and persistent id."""
+
+        def find_class(self, module, name):
+            if module == "builtins" and name in VALUE_TYPES:
+                return getattr(builtins, name)
+            if (module, name) == ("numpy", "array") and "numpy" in sys.modules:
+                return sys.modules["numpy"].array
+            raise UnsupportedValue("cannot pass a value of type %s.%s between the candidate and the tests"
+                                   % (module, name))
+
+        def persistent_load(self, pid):
+            raise ProtocolError("unexpected persistent id")
+
+    def loads(data):
+        return ValueUnpickler(io.BytesIO(data)).load()
+
+    return loads
 
 
-def list_of(v):
-    if type(v) is not list:
-        raise ProtocolError("expected a list")
-    return v
+def value_pickler():
+    """dumps() for the candidate's side: subclasses of value types cross as their base type,
+    numpy arrays and scalars as numpy.array / Python scalars; anything else fails to unpickle."""
+    import io, pickle
+
+    bases = (bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset, range)
+
+    class ValuePickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            np = sys.modules.get("numpy")
+            if np is not None:
+                if isinstance(obj, np.ndarray):
+                    return np.array, (obj.tolist(), obj.dtype.str)
+                if isinstance(obj, np.generic):
+                    item = obj.item()
+                    return type(item), (item,)
+            for base in bases:
+                if isinstance(obj, base) and type(obj) is not base:
+                    return base, (base(obj),)
+            return NotImplemented
+
+    def dumps(obj):
+        out = io.BytesIO()
+        ValuePickler(out, 5).dump(obj)
+        return out.getvalue()
+
+    return dumps
 
 
-def str_of(v):
-    if type(v) is not str:
-        raise ProtocolError("expected a string")
-    return v
+def write_blob(fd, data):
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
-def pair(p):
-    if type(p) is not list or len(p) != 2:
-        raise ProtocolError("expected a pair")
-    return p
+def read_blob(fd, cap=None):
+    (n,) = struct.unpack(">I", read_exact(fd, 4))
+    if cap is not None and n > cap:
+        raise ProtocolError("a reply of %d bytes is over the cap" % n)
+    return read_exact(fd, n)
 
 
 # --- the children ----------------------------------------------------------------------------
@@ -326,33 +304,42 @@ def candidate_child(source, out_w, err_w, rpc):
 
 
 def serve_candidate(source, namespace, rpc):
+    import pickle
+
+    dumps, check = value_pickler(), value_unpickler()
     try:
         exec(compile(source, "<candidate>", "exec"), namespace)
-        hello = {"ok": exported(namespace)}
+        hello = ("ok", exported(namespace, dumps, check))
     except BaseException as e:
-        hello = {"exc": remote_exception(e)}
+        hello = ("exc", remote_exception(e))
     flush_std()
-    write_frame(rpc, hello)
-    if "exc" in hello:
+    write_blob(rpc, dumps(hello))
+    if hello[0] == "exc":
         return
+
+    class ArgsUnpickler(pickle.Unpickler):  # the tests' own values; ids name our functions
+        def persistent_load(self, pid):
+            return namespace[pid]
+
+    import io
+
     while True:
         try:
-            request = read_frame(rpc)
+            request = read_blob(rpc)
         except EOFError:
             _exit(flush_std())
         try:
-            fn = namespace[request["call"]]
-            args = decode(request["args"], namespace.__getitem__)
-            kwargs = decode(request["kwargs"], namespace.__getitem__)
-            reply = {"ok": encode(fn(*args, **kwargs))}
+            name, args, kwargs = ArgsUnpickler(io.BytesIO(request)).load()
+            reply = dumps(("ok", namespace[name](*args, **kwargs)))
         except BaseException as e:
-            reply = {"exc": remote_exception(e)}
+            reply = dumps(("exc", remote_exception(e)))
         flush_std()
-        write_frame(rpc, reply)
+        write_blob(rpc, reply)
 
 
-def exported(namespace):
-    """What the tests may use from the candidate module: its functions (as names) and values."""
+def exported(namespace, dumps, check):
+    """What the tests may use from the candidate module: its functions (as names) and the values
+    that will unpickle on the tests' side."""
     functions, values = [], []
     for name, value in list(namespace.items()):
         if name.startswith("__") or type(value).__name__ == "module":
@@ -361,10 +348,12 @@ def exported(namespace):
             functions.append(name)
             continue
         try:
-            values.append([name, encode(value)])
-        except (TypeError, ValueError, RecursionError):
-            pass
-    return {"functions": functions, "values": values}
+            data = dumps(value)
+            check(data)
+        except BaseException:
+            continue
+        values.append((name, value))
+    return functions, values
 
 
 def remote_exception(e):
@@ -392,45 +381,66 @@ class Remote:
     def __repr__(self):
         return "<candidate function %s>" % self.name
 
+    def __reduce__(self):
+        raise TypeError("pickled by id")  # see Conn.call
+
 
 class CandidateDied(Exception):
     """The candidate's process closed the connection (exited, crashed or was killed)."""
-
-
-RPC_FRAME_CAP = 256 << 20
 
 
 class Conn:
     """The tests' end of the connection to the candidate's process."""
 
     def __init__(self, fd):
-        self.fd = fd
+        import io, pickle
+
+        self.fd, self.loads = fd, value_unpickler()
+
+        class ArgsPickler(pickle.Pickler):  # only used when an argument is a candidate function
+            def persistent_id(self, obj):
+                return obj.name if type(obj) is Remote else None
+
+        def dumps_with_ids(obj):
+            out = io.BytesIO()
+            ArgsPickler(out, 5).dump(obj)
+            return out.getvalue()
+
+        self.dumps_with_ids = dumps_with_ids
 
     def receive(self):
+        """The candidate's next reply: its value, or its exception raised here."""
         try:
-            (n,) = struct.unpack(">I", read_exact(self.fd, 4))
-            if n > RPC_FRAME_CAP:
-                raise ProtocolError("reply of %d bytes is over the cap" % n)
-            reply = json.loads(read_exact(self.fd, n))
+            data = read_blob(self.fd, RPC_FRAME_CAP)
         except (EOFError, OSError):
             raise CandidateDied()
-        except ValueError:
-            raise ProtocolError("reply is not JSON")
-        if type(reply) is not dict or len(reply) != 1 or not ("ok" in reply or "exc" in reply):
-            raise ProtocolError("malformed reply")
-        if "exc" in reply:
-            raise local_exception(reply["exc"])
-        return reply["ok"]
+        try:
+            reply = self.loads(data)
+        except UnsupportedValue as e:
+            raise TypeError(str(e)) from None
+        except RecursionError:
+            raise ProtocolError("a reply nested too deeply")
+        except Exception as e:
+            raise ProtocolError("a malformed reply (%s)" % type(e).__name__)
+        if type(reply) is not tuple or len(reply) != 2 or reply[0] not in ("ok", "exc"):
+            raise ProtocolError("a malformed reply")
+        if reply[0] == "exc":
+            raise local_exception(reply[1])
+        return reply[1]
 
     def call(self, name, args, kwargs):
+        import pickle
+
+        request = (name, args, kwargs)
         try:
-            write_frame(self.fd, {"call": name, "args": encode(list(args)), "kwargs": encode(kwargs)})
+            data = pickle.dumps(request, 5)
+        except TypeError:
+            data = self.dumps_with_ids(request)
+        try:
+            write_blob(self.fd, data)
         except OSError:
             raise CandidateDied()
-        return decode(self.receive(), self.remote)
-
-    def remote(self, name):
-        return Remote(name, self)
+        return self.receive()
 
 
 # Exceptions the candidate may raise across the boundary as themselves; others become RuntimeError.
@@ -446,13 +456,15 @@ PORTABLE_EXCEPTIONS = (
 def local_exception(exc):
     import builtins
 
-    try:
-        name, msg, tb = (str_of(v) for v in list_of(exc))
-    except (ProtocolError, ValueError):
-        return ProtocolError("malformed exception")
-    cls = getattr(builtins, name) if name in PORTABLE_EXCEPTIONS else RuntimeError
+    if type(exc) is not list or len(exc) != 3 or not all(type(v) is str for v in exc):
+        return ProtocolError("a malformed exception")
+    name, msg, tb = exc
+    if name in PORTABLE_EXCEPTIONS:
+        cls = getattr(builtins, name)
+    else:  # same name, plain behaviour: SystemExit or a custom class must not act as such here
+        cls = type(name, (RuntimeError,), {"__module__": "builtins"})
     e = cls(msg)
-    e.remote_type, e.remote_traceback = name, tb
+    e.remote_traceback = tb
     return e
 
 
@@ -483,23 +495,24 @@ def tests_child(tests, entry_point, out_w, err_w, res_w, rpc, go_r):
     del secret
     try:
         namespace = module.__dict__
-        candidate = conn.receive()
-        if type(candidate) is not dict or set(candidate) != {"functions", "values"}:
-            raise ProtocolError("malformed hello")
-        for name in list_of(candidate["functions"]):
+        hello = conn.receive()
+        if type(hello) is not tuple or len(hello) != 2 or type(hello[0]) is not list or type(hello[1]) is not list:
+            raise ProtocolError("a malformed hello")
+        for name in hello[0]:
             if importable(name):
                 namespace[name] = Remote(name, conn)
-        for item in list_of(candidate["values"]):
-            name, value = pair(item)
-            if importable(name):
-                namespace[name] = decode(value, conn.remote)
+        for item in hello[1]:
+            if type(item) is not tuple or len(item) != 2:
+                raise ProtocolError("a malformed hello")
+            if importable(item[0]):
+                namespace[item[0]] = item[1]
         exec(compile(tests, "<tests>", "exec"), namespace)
         namespace["check"](namespace[entry_point] if entry_point in namespace else Remote(entry_point, conn))
     except CandidateDied:
         report({"kind": "candidate_died", "detail": ""})
         _exit(1)
     except ProtocolError as e:
-        report({"kind": "exception", "detail": "candidate broke the test protocol: %s" % e})
+        report({"kind": "exception", "detail": "the candidate broke the test protocol: %s" % e})
         _exit(1)
     except BaseException as e:
         report_exception(e)
@@ -558,7 +571,7 @@ def report_exception(e):
         msg = str(e)
     except BaseException:
         msg = "<unprintable>"
-    line = getattr(e, "remote_type", type(e).__name__) + (": " + " ".join(msg.split()) if msg.strip() else "")
+    line = type(e).__name__ + (": " + " ".join(msg.split()) if msg.strip() else "")
     report({"kind": kind, "detail": line[:500]})
     try:
         sys.stderr.write(format_exception(e))
