@@ -214,7 +214,7 @@ def test_ctrl_c_removes_containers_and_keeps_attempts(tmp_path):
 
 def test_sigkill_then_resume_is_exact(tmp_path):
     """SIGKILL with many attempts in flight; --resume ends with exactly the requested attempts,
-    no duplicates, and the dead run's containers reaped."""
+    no duplicates, the dead run's containers reaped, and the same report as an uninterrupted run."""
     import os
     import random
     import signal
@@ -251,14 +251,29 @@ def test_sigkill_then_resume_is_exact(tmp_path):
         run_id = json.loads(sqlite3.connect(dbs[0]).execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0])
         assert recorded_attempts(dbs[0]) < 36  # killed mid-run
         assert main(["run", "--resume", str(run_dir), "--base-url", server.base_url]) == 0
+        assert main(["run", *args, "--runs-dir", str(tmp_path / "uninterrupted")]) == 0
+    (whole_dir,) = list((tmp_path / "uninterrupted").iterdir())
     rows = sqlite3.connect(dbs[0]).execute(
         "SELECT task_id, chain, COUNT(*) FROM attempts WHERE kind='completed' GROUP BY task_id, chain").fetchall()
     assert sorted(rows) == [(t, c, 1) for t in ("smoke/0", "smoke/1", "smoke/3") for c in range(12)]
     report = build_report(run_dir)
     assert report.attempts == 36 and report.missing == 0 and report.infra_errors == 0
     assert [r.k for r in report.pass_at_k] == [1, 2, 5, 10, 12]
+    # The scripted model answers each task the same way every time, so the numbers must agree too.
+    resumed, whole = (json.loads((d / "report.json").read_text()) for d in (run_dir, whole_dir))
+    assert shape(resumed) == shape(whole)
+    assert (resumed["pass_at_k"], resumed["per_task"], resumed["verdicts"]) == (whole["pass_at_k"], whole["per_task"], whole["verdicts"])
     client = docker.from_env()
     try:
         assert client.containers.list(all=True, filters={"label": f"agentloop.run={run_id}"}) == []
     finally:
         client.close()
+
+
+def shape(value):
+    """The structure of a JSON value: keys and types, not the numbers."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value[:1]]
+    return type(value).__name__
