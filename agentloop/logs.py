@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterator
@@ -36,6 +37,12 @@ def _configure(fh: TextIO, console_level: str) -> None:
     )
 
 
+@functools.cache
+def _devnull() -> TextIO:
+    """One handle for the life of the process (not one per run)."""
+    return open(os.devnull, "w")
+
+
 @contextmanager
 def to_file(log_file: Path, console_level: str = "warning") -> Iterator[None]:
     """Log to `log_file` (appending, so a resumed run keeps one log) for the block."""
@@ -44,4 +51,4 @@ def to_file(log_file: Path, console_level: str = "warning") -> Iterator[None]:
         try:
             yield
         finally:
-            _configure(open(os.devnull, "w"), console_level)
+            _configure(_devnull(), console_level)

@@ -35,6 +35,9 @@ from agentloop.tasks.suites import load_suite
 
 
 class InstantSandbox:
+    async def run_tests(self, candidate: str, tests: str, entry_point: str, timeout_s: float) -> ExecResult:
+        return ExecResult(Verdict.PASSED, 0.0)
+
     async def run(self, program: str, timeout_s: float) -> ExecResult:
         return ExecResult(Verdict.PASSED, 0.0)
 

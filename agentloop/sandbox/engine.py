@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import docker
@@ -73,11 +74,16 @@ def _remove(container: docker.models.containers.Container) -> bool:
     return True
 
 
+def _list(client: docker.DockerClient, label: str) -> list[Any]:
+    """Sparse: a full listing inspects each container and fails if one vanishes meanwhile."""
+    return client.containers.list(all=True, sparse=True, filters={"label": label})
+
+
 def reap_dead_runs(client: docker.DockerClient) -> int:
     """Remove containers left by agentloop processes of this host that are gone (kill -9, crash)."""
     host, removed = socket.gethostname(), 0
-    for c in client.containers.list(all=True, filters={"label": RUN_LABEL}):
-        labels = c.labels
+    for c in _list(client, RUN_LABEL):
+        labels = c.attrs.get("Labels") or {}
         if labels.get("agentloop.owner_host") != host:
             continue
         try:
@@ -91,7 +97,7 @@ def reap_dead_runs(client: docker.DockerClient) -> int:
 
 def remove_run(client: docker.DockerClient, run_id: str) -> int:
     """Remove every container of one run (the pool's final sweep)."""
-    return sum(_remove(c) for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}))
+    return sum(_remove(c) for c in _list(client, f"{RUN_LABEL}={run_id}"))
 
 
 def gc(all_runs: bool = False) -> int:
@@ -100,7 +106,7 @@ def gc(all_runs: bool = False) -> int:
     try:
         if not all_runs:
             return reap_dead_runs(client)
-        return sum(_remove(c) for c in client.containers.list(all=True, filters={"label": RUN_LABEL}))
+        return sum(_remove(c) for c in _list(client, RUN_LABEL))
     except DockerException as e:
         raise DockerUnavailable(f"Docker engine error during gc: {e}") from e
     finally:
