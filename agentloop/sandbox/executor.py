@@ -31,8 +31,11 @@ As the container's PID 1 the executor cannot be signalled by the program and inh
 every process the job leaves behind.
 """
 
+import builtins
+import io
 import json
 import os
+import pickle
 import select
 import shutil
 import signal
@@ -50,7 +53,10 @@ PREIMPORTS = (
     "heapq", "bisect", "random", "json", "typing", "fractions", "decimal", "statistics",
     "datetime", "hashlib", "copy", "operator", "array", "traceback", "linecache", "types",
     "builtins", "threading", "atexit", "io",
+    "fcntl", "socket",  # the harness's own: every graded job uses them
 )
+TESTS_CACHE = {}  # tests source -> code object: a suite's tests compile once per container
+TESTS_CACHE_SIZE = 64
 
 
 def preimport():
@@ -147,56 +153,66 @@ VALUE_TYPES = ("bool", "int", "float", "complex", "str", "bytes", "bytearray", "
 RPC_FRAME_CAP = 256 << 20
 
 
-def value_unpickler():
-    import builtins, io, pickle
+class ValueUnpickler(pickle.Unpickler):
+    """The tests' side: rebuilds exact built-in values; refuses every other class and any id."""
 
-    class ValueUnpickler(pickle.Unpickler):
-        """Rebuilds exact built-in values; refuses every other class and persistent id."""
+    def find_class(self, module, name):
+        if module == "builtins" and name in VALUE_TYPES:
+            return getattr(builtins, name)
+        if (module, name) == ("numpy", "array") and "numpy" in sys.modules:
+            return sys.modules["numpy"].array
+        raise UnsupportedValue("cannot pass a value of type %s.%s between the candidate and the tests" % (module, name))
 
-        def find_class(self, module, name):
-            if module == "builtins" and name in VALUE_TYPES:
-                return getattr(builtins, name)
-            if (module, name) == ("numpy", "array") and "numpy" in sys.modules:
-                return sys.modules["numpy"].array
-            raise UnsupportedValue("cannot pass a value of type %s.%s between the candidate and the tests"
-                                   % (module, name))
-
-        def persistent_load(self, pid):
-            raise ProtocolError("unexpected persistent id")
-
-    def loads(data):
-        return ValueUnpickler(io.BytesIO(data)).load()
-
-    return loads
+    def persistent_load(self, pid):
+        raise ProtocolError("unexpected persistent id")
 
 
-def value_pickler():
-    """dumps() for the candidate's side: subclasses of value types cross as their base type,
-    numpy arrays and scalars as numpy.array / Python scalars; anything else fails to unpickle."""
-    import io, pickle
+def loads_value(data):
+    return ValueUnpickler(io.BytesIO(data)).load()
 
-    bases = (bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset, range)
 
-    class ValuePickler(pickle.Pickler):
-        def reducer_override(self, obj):
-            np = sys.modules.get("numpy")
-            if np is not None:
-                if isinstance(obj, np.ndarray):
-                    return np.array, (obj.tolist(), obj.dtype.str)
-                if isinstance(obj, np.generic):
-                    item = obj.item()
-                    return type(item), (item,)
-            for base in bases:
-                if isinstance(obj, base) and type(obj) is not base:
-                    return base, (base(obj),)
-            return NotImplemented
+class ValuePickler(pickle.Pickler):
+    """The candidate's side: subclasses of value types cross as their base type, numpy arrays and
+    scalars as numpy.array / Python scalars; anything else fails to unpickle over there."""
 
-    def dumps(obj):
-        out = io.BytesIO()
-        ValuePickler(out, 5).dump(obj)
-        return out.getvalue()
+    BASES = (bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset, range)
 
-    return dumps
+    def reducer_override(self, obj):
+        np = sys.modules.get("numpy")
+        if np is not None:
+            if isinstance(obj, np.ndarray):
+                return np.array, (obj.tolist(), obj.dtype.str)
+            if isinstance(obj, np.generic):
+                item = obj.item()
+                return type(item), (item,)
+        for base in self.BASES:
+            if isinstance(obj, base) and type(obj) is not base:
+                return base, (base(obj),)
+        return NotImplemented
+
+
+def dumps_value(obj):
+    out = io.BytesIO()
+    ValuePickler(out, 5).dump(obj)
+    return out.getvalue()
+
+
+class ArgsPickler(pickle.Pickler):
+    """The tests' side, only when an argument is a candidate function: sent as its name."""
+
+    def persistent_id(self, obj):
+        return obj.name if type(obj) is Remote else None
+
+
+class ArgsUnpickler(pickle.Unpickler):
+    """The candidate's side: the tests' own values; ids name the candidate's functions."""
+
+    def __init__(self, data, namespace):
+        super().__init__(io.BytesIO(data))
+        self.namespace = namespace
+
+    def persistent_load(self, pid):
+        return self.namespace[pid]
 
 
 def write_blob(fd, data):
@@ -304,40 +320,30 @@ def candidate_child(source, out_w, err_w, rpc):
 
 
 def serve_candidate(source, namespace, rpc):
-    import pickle
-
-    dumps, check = value_pickler(), value_unpickler()
     try:
         exec(compile(source, "<candidate>", "exec"), namespace)
-        hello = ("ok", exported(namespace, dumps, check))
+        hello = ("ok", exported(namespace))
     except BaseException as e:
         hello = ("exc", remote_exception(e))
     flush_std()
-    write_blob(rpc, dumps(hello))
+    write_blob(rpc, dumps_value(hello))
     if hello[0] == "exc":
         return
-
-    class ArgsUnpickler(pickle.Unpickler):  # the tests' own values; ids name our functions
-        def persistent_load(self, pid):
-            return namespace[pid]
-
-    import io
-
     while True:
         try:
             request = read_blob(rpc)
         except EOFError:
             _exit(flush_std())
         try:
-            name, args, kwargs = ArgsUnpickler(io.BytesIO(request)).load()
-            reply = dumps(("ok", namespace[name](*args, **kwargs)))
+            name, args, kwargs = ArgsUnpickler(request, namespace).load()
+            reply = dumps_value(("ok", namespace[name](*args, **kwargs)))
         except BaseException as e:
-            reply = dumps(("exc", remote_exception(e)))
+            reply = dumps_value(("exc", remote_exception(e)))
         flush_std()
         write_blob(rpc, reply)
 
 
-def exported(namespace, dumps, check):
+def exported(namespace):
     """What the tests may use from the candidate module: its functions (as names) and the values
     that will unpickle on the tests' side."""
     functions, values = [], []
@@ -348,8 +354,7 @@ def exported(namespace, dumps, check):
             functions.append(name)
             continue
         try:
-            data = dumps(value)
-            check(data)
+            loads_value(dumps_value(value))
         except BaseException:
             continue
         values.append((name, value))
@@ -393,20 +398,7 @@ class Conn:
     """The tests' end of the connection to the candidate's process."""
 
     def __init__(self, fd):
-        import io, pickle
-
-        self.fd, self.loads = fd, value_unpickler()
-
-        class ArgsPickler(pickle.Pickler):  # only used when an argument is a candidate function
-            def persistent_id(self, obj):
-                return obj.name if type(obj) is Remote else None
-
-        def dumps_with_ids(obj):
-            out = io.BytesIO()
-            ArgsPickler(out, 5).dump(obj)
-            return out.getvalue()
-
-        self.dumps_with_ids = dumps_with_ids
+        self.fd = fd
 
     def receive(self):
         """The candidate's next reply: its value, or its exception raised here."""
@@ -415,7 +407,7 @@ class Conn:
         except (EOFError, OSError):
             raise CandidateDied()
         try:
-            reply = self.loads(data)
+            reply = loads_value(data)
         except UnsupportedValue as e:
             raise TypeError(str(e)) from None
         except RecursionError:
@@ -429,13 +421,13 @@ class Conn:
         return reply[1]
 
     def call(self, name, args, kwargs):
-        import pickle
-
         request = (name, args, kwargs)
         try:
             data = pickle.dumps(request, 5)
-        except TypeError:
-            data = self.dumps_with_ids(request)
+        except TypeError:  # a candidate function among the arguments (Remote refuses to pickle)
+            out = io.BytesIO()
+            ArgsPickler(out, 5).dump(request)
+            data = out.getvalue()
         try:
             write_blob(self.fd, data)
         except OSError:
@@ -468,7 +460,19 @@ def local_exception(exc):
     return e
 
 
-def tests_child(tests, entry_point, out_w, err_w, res_w, rpc, go_r):
+def compiled_tests(tests):
+    """Compiled in the executor, before forking: HumanEval+ tests hold large literals, and every
+    sample of a task is graded with the same ones. Trusted code; compiling runs nothing."""
+    code = TESTS_CACHE.pop(tests, None)
+    if code is None:
+        code = compile(tests, "<tests>", "exec")
+        while len(TESTS_CACHE) >= TESTS_CACHE_SIZE:
+            del TESTS_CACHE[next(iter(TESTS_CACHE))]
+    TESTS_CACHE[tests] = code  # most recently used last
+    return code
+
+
+def tests_child(tests, code, entry_point, out_w, err_w, res_w, rpc, go_r):
     """Graded job, tests side: runs only the suite's (trusted) test code, calling the candidate's
     functions over `rpc`; it alone holds the result channel and, once read from `go_r`, the
     secret that proves all tests ran. Never returns."""
@@ -506,7 +510,7 @@ def tests_child(tests, entry_point, out_w, err_w, res_w, rpc, go_r):
                 raise ProtocolError("a malformed hello")
             if importable(item[0]):
                 namespace[item[0]] = item[1]
-        exec(compile(tests, "<tests>", "exec"), namespace)
+        exec(code, namespace)
         namespace["check"](namespace[entry_point] if entry_point in namespace else Remote(entry_point, conn))
     except CandidateDied:
         report({"kind": "candidate_died", "detail": ""})
@@ -672,11 +676,16 @@ def drain_rest(caps, budget_s=2.0):
 
 def kill_all(pgids, statuses):
     """SIGKILL the job's process groups, then every other process of our user (setsid escapees)."""
+    pgids = [p for p in pgids if p is not None]
     for pgid in pgids:
         try:
-            if pgid is not None:
-                os.killpg(pgid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
         except OSError:
+            pass
+    for pid in pgids:  # our children and group leaders: wait for them rather than poll /proc
+        try:
+            statuses[pid] = os.waitpid(pid, 0)[1]
+        except ChildProcessError:  # reaped already
             pass
     me, uid = os.getpid(), os.getuid()
     for _ in range(300):
@@ -782,15 +791,16 @@ def run_job(job):
     the candidate in two processes; a plain job ({"program"}) runs one program (`sandbox exec`)."""
     timeout_s = float(job["timeout_s"])
     limit = int(job.get("output_limit", 16384))
+    graded = "program" not in job
+    code = compiled_tests(job["tests"]) if graded else None  # a broken suite: infra_error, no fds open
     os.makedirs(JOB_DIR, exist_ok=True)
     (out_r, out_w), (err_r, err_w), (res_r, res_w) = os.pipe(), os.pipe(), os.pipe()
     caps = {out_r: Capture(limit), err_r: Capture(limit), res_r: Capture(RESULT_CAP)}
     caps[res_r].head_cap, caps[res_r].tail_cap = 0, RESULT_CAP
     oom_before = oom_counters()
     t0 = time.monotonic()
-    graded = "program" not in job
     if graded:
-        pid, cpid, secret = start_graded(job, out_w, err_w, res_w)
+        pid, cpid, secret = start_graded(job, code, out_w, err_w, res_w)
     else:
         cpid, secret = None, os.urandom(16).hex()
         pid = os.fork()
@@ -827,7 +837,7 @@ def run_job(job):
     return res
 
 
-def start_graded(job, out_w, err_w, res_w):
+def start_graded(job, code, out_w, err_w, res_w):
     """Fork the tests' process, then the candidate's, and only then make the secret and hand it
     to the tests: the candidate's process never had it in memory, nor the result pipe open."""
     import socket
@@ -837,7 +847,7 @@ def start_graded(job, out_w, err_w, res_w):
     pid = os.fork()
     if pid == 0:
         os.close(go_w)
-        in_child(tests_child, job["tests"], job["entry_point"], out_w, err_w, res_w, tests_end, go_r)
+        in_child(tests_child, job["tests"], code, job["entry_point"], out_w, err_w, res_w, tests_end, go_r)
     os.close(go_r)
     cpid = os.fork()
     if cpid == 0:
