@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from itertools import combinations
-from pathlib import Path
 
 import anyio
 import pytest

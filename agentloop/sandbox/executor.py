@@ -363,8 +363,6 @@ def exported(namespace):
 
 def remote_exception(e):
     try:
-        import traceback
-
         tb = format_exception(e)[-4000:]
         msg = str(e)[:2000]
     except BaseException:
