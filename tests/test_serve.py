@@ -91,9 +91,8 @@ async def test_default_model_converted_once_and_reused() -> None:
     assert (folder / "model.safetensors").stat().st_size > 200e6 and (folder / "tokenizer.json").exists()
     assert "<|im_start|>" in (folder / "chat_template.jinja").read_text()
     mtime = (folder / "model.safetensors").stat().st_mtime_ns
-    started = time.monotonic()
     assert await ensure_default_model(cfg) == folder
-    assert time.monotonic() - started < 1.0 and (folder / "model.safetensors").stat().st_mtime_ns == mtime
+    assert (folder / "model.safetensors").stat().st_mtime_ns == mtime  # reused, not converted again
 
 
 async def test_failed_conversion_leaves_no_folder(tmp_path: Path) -> None:

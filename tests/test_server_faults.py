@@ -279,27 +279,6 @@ def test_faults_past_max_retries_are_infra_errors_that_resume_redoes(vllm_server
     assert proxy.counts == {"500": 4, "pass": 2}
 
 
-def _start_server(port: int, log_path: Path) -> subprocess.Popen:
-    with open(log_path, "a") as log:
-        return subprocess.Popen([sys.executable, "-m", "agentloop.cli", "serve", "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
-
-
-def _wait_ready(proc: subprocess.Popen, url: str) -> None:
-    deadline = time.monotonic() + 600
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"agentloop serve exited with {proc.returncode}", pytrace=False)
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail("vLLM server not ready after 600 s", pytrace=False)
-        time.sleep(0.5)
-
-
 def _kill_server(proc: subprocess.Popen) -> None:
     """SIGKILL `agentloop serve` and vLLM, which runs in a process group of its own (engine too)."""
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
@@ -346,7 +325,7 @@ def _refuses(port: int) -> bool:
 
 @pytest.mark.vllm
 @pytest.mark.usefixtures("docker_ready")
-def test_run_rides_out_a_killed_and_restarted_vllm(tmp_path: Path) -> None:
+def test_run_rides_out_a_killed_and_restarted_vllm(tmp_path: Path, vllm_launcher) -> None:
     """SIGKILL our own vLLM server with requests in flight, restart it on the same port: the run
     completes with every slot exactly once and no infra error, although max_retries = 1 with waits of
     at most 1 s could not cover the outage (a vLLM start: 35-90 s here) on its own. With
@@ -354,10 +333,10 @@ def test_run_rides_out_a_killed_and_restarted_vllm(tmp_path: Path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1"
     server_log = tmp_path / "vllm-server.log"
-    server = _start_server(port, server_log)
+    server = vllm_launcher.start(port, server_log)
     run = None
     try:
-        _wait_ready(server, url)
+        vllm_launcher.wait_ready(server, url)
         # 8 requests, 2 at a time: some answered, some in flight, some not sent yet at the kill
         args = _run_args(tmp_path, url, "smoke/0,smoke/1", 4, 1, "--concurrency", "2",
                          max_retries=1, retry_max_wait_s=1.0, outage_wait_s=600.0)
@@ -372,7 +351,7 @@ def test_run_rides_out_a_killed_and_restarted_vllm(tmp_path: Path) -> None:
         recorded_at_kill = _recorded(db)
         while not _refuses(port):
             time.sleep(0.1)
-        server = _start_server(port, server_log)
+        server = vllm_launcher.start(port, server_log)
         _, err = run.communicate(timeout=600)
         assert run.returncode == 0, err[-2000:]
     finally:

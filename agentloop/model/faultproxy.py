@@ -44,17 +44,15 @@ from anyio.abc import SocketAttribute, SocketStream
 from anyio.from_thread import start_blocking_portal
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from agentloop.model.http1 import error_reply, head, read_head, serve_connection
+
 log = structlog.get_logger()
 
 FaultKind = Literal["pass", "status", "drop", "drop-early", "truncate"]
 CHAT_PATH = "/v1/chat/completions"
-_MAX_HEAD_BYTES = 64 * 1024
 _MAX_EVENTS = 100_000
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
                "host", "content-length"}
-_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 429: "TooManyRequestsError",
-                502: "BadGatewayError", 503: "ServiceUnavailableError"}
-_CLOSED = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 @dataclass(frozen=True)
@@ -168,23 +166,6 @@ class ProxyEvent:
     """The status of a reply the client got in full (None: dropped or truncated)."""
 
 
-def _error_body(status: int, message: str) -> bytes:
-    """vLLM's error shape: {"error": {"message", "type", "param", "code"}}."""
-    kind = _ERROR_TYPES.get(status, "InternalServerError")
-    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}}).encode()
-
-
-def _head(status: int, reason: str, headers: Sequence[tuple[str, str]], length: int) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers), f"content-length: {length}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _json_reply(status: int, message: str) -> bytes:
-    body = _error_body(status, message)
-    reason = httpx.codes.get_reason_phrase(status) or "Error"
-    return _head(status, reason, [("content-type", "application/json")], len(body)) + body
-
-
 @dataclass
 class FaultProxy:
     """A running proxy; `base_url` ends in /v1 like vLLM's. Counters are for tests and the CLI."""
@@ -231,33 +212,15 @@ class FaultProxy:
     async def handle(self, stream: SocketStream) -> None:
         """Serve one keep-alive client connection until either side closes it."""
         self.connections += 1
-        async with stream:
-            try:
-                await self._serve_connection(stream)
-            except _CLOSED:
-                pass
-            except Exception:  # a bug here must not take the listener down
-                log.exception("fault proxy: connection handler failed")
+        await serve_connection(stream, self._serve_connection, "fault proxy")
 
     async def _serve_connection(self, stream: SocketStream) -> None:
         reader = BufferedByteReceiveStream(stream)
-        while True:
-            try:
-                head = await reader.receive_until(b"\r\n\r\n", _MAX_HEAD_BYTES)
-            except anyio.DelimiterNotFound:
-                await stream.send(_json_reply(431, "fault proxy: request head too large"))
-                return
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, version = [*lines[0].split(" "), "", ""][:3]
-            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-            if "chunked" in headers.get("transfer-encoding", ""):
-                await stream.send(_json_reply(501, "fault proxy: chunked request bodies are not supported"))
-                return
+        while (req := await read_head(reader, stream)) is not None:
+            method, target, headers, length = req.method, req.target, req.headers, req.length
             self.requests += 1
-            keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-            length = int(headers.get("content-length") or 0)
-            if method == "POST" and target.split("?", 1)[0] in self.fault_paths:
-                request = ProxyRequest(self.faultable, method, target.split("?", 1)[0], headers)
+            if method == "POST" and req.path in self.fault_paths:
+                request = ProxyRequest(self.faultable, method, req.path, headers)
                 self.faultable += 1
                 fault = self.rule(request)
                 self.counts[fault.label] += 1
@@ -271,7 +234,7 @@ class FaultProxy:
                 body = await reader.receive_exactly(length) if length else b""
                 head_out, payload, _ = await self._forward(method, target, headers, body)
                 await stream.send(head_out + payload)
-            if not keep_alive:
+            if not req.keep_alive:
                 return
 
     async def _faulted(self, stream: SocketStream, index: int, fault: Fault, method: str, target: str,
@@ -284,7 +247,7 @@ class FaultProxy:
             self.events.append(ProxyEvent(index, fault.label, sha, None, None))
             return False
         if fault.kind == "status":
-            await stream.send(_json_reply(fault.status, f"fault proxy: injected HTTP {fault.status}"))
+            await stream.send(error_reply(fault.status, f"fault proxy: injected HTTP {fault.status}"))
             self.events.append(ProxyEvent(index, fault.label, sha, None, fault.status))
             return True
         head, payload, status = await self._forward(method, target, headers, body)
@@ -310,12 +273,12 @@ class FaultProxy:
                 await response.aclose()
         except httpx.HTTPError as e:
             self.upstream_errors += 1
-            error = _error_body(502, f"fault proxy: upstream {self.upstream} did not answer ({type(e).__name__}: {e})")
-            return _head(502, "Bad Gateway", [("content-type", "application/json")], len(error)), error, None
+            reply = error_reply(502, f"fault proxy: upstream {self.upstream} did not answer ({type(e).__name__}: {e})")
+            end = reply.index(b"\r\n\r\n") + 4
+            return reply[:end], reply[end:], None
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
         kept = [(k, v) for k, v in raw if k.lower() not in _HOP_BY_HOP]
-        head = _head(response.status_code, response.reason_phrase or "OK", kept, len(payload))
-        return head, payload, response.status_code
+        return head(response.status_code, kept, len(payload), response.reason_phrase), payload, response.status_code
 
 
 def upstream_origin(url: str) -> str:

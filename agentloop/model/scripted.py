@@ -34,19 +34,15 @@ from anyio.abc import SocketAttribute, SocketStream
 from anyio.from_thread import start_blocking_portal
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from agentloop.model.http1 import error_reply, read_head, response, serve_connection
+
 log = structlog.get_logger()
 
 DEFAULT_MODEL = "scripted"
 DEFAULT_REPLY = "```python\ndef solution(*args):\n    return None\n```"
-_MAX_HEAD_BYTES = 64 * 1024
 _MAX_RECORDED = 10_000
 _MAX_PREFIXES = 100_000
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-            502: "Bad Gateway", 503: "Service Unavailable"}
-_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError", 503: "ServiceUnavailableError"}
 _WORD = re.compile(r"\S+")
-_CLOSED = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 @dataclass(frozen=True)
@@ -147,20 +143,6 @@ def _content_text(message: dict[str, Any]) -> str:
     return content if isinstance(content, str) else json.dumps(content)
 
 
-def _response(status: int, payload: bytes) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-        f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
-    )
-    return head.encode("latin-1") + payload
-
-
-def _error(status: int, message: str) -> bytes:
-    kind = _ERROR_TYPES.get(status, "InternalServerError")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return _response(status, json.dumps(body).encode())
-
-
 @dataclass
 class ScriptedServer:
     """A running scripted server; `base_url` ends in /v1 like vLLM's."""
@@ -180,43 +162,24 @@ class ScriptedServer:
 
     async def handle(self, stream: SocketStream) -> None:
         """Serve one keep-alive connection until the client closes it or a fault ends it."""
-        async with stream:
-            try:
-                await self._serve_connection(stream)
-            except _CLOSED:
-                pass
-            except Exception:  # a bug here must not take the listener down
-                log.exception("scripted server: connection handler failed")
+        await serve_connection(stream, self._serve_connection, "scripted server")
 
     async def _serve_connection(self, stream: SocketStream) -> None:
         reader = BufferedByteReceiveStream(stream)
-        while True:
-            try:
-                head = await reader.receive_until(b"\r\n\r\n", _MAX_HEAD_BYTES)
-            except anyio.DelimiterNotFound:
-                await stream.send(_error(431, "request head too large"))
-                return
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, version = [*lines[0].split(" "), "", ""][:3]
-            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-            if "chunked" in headers.get("transfer-encoding", ""):
-                await stream.send(_error(501, "chunked request bodies are not supported"))
-                return
-            length = int(headers.get("content-length") or 0)
-            body = await reader.receive_exactly(length) if length else b""
-            keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-            if not await self._dispatch(stream, method, target.split("?", 1)[0], body) or not keep_alive:
+        while (req := await read_head(reader, stream)) is not None:
+            body = await reader.receive_exactly(req.length) if req.length else b""
+            if not await self._dispatch(stream, req.method, req.path, body) or not req.keep_alive:
                 return
 
     async def _dispatch(self, stream: SocketStream, method: str, path: str, body: bytes) -> bool:
         """Answer one request; False when the connection must close (a fault was injected)."""
         if method == "GET" and path in ("/v1/models", "/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "agentloop"} for m in self.models]
-            await stream.send(_response(200, json.dumps({"object": "list", "data": data}).encode()))
+            await stream.send(response(200, json.dumps({"object": "list", "data": data}).encode()))
             return True
         if method == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
             return await self._chat(stream, body)
-        await stream.send(_error(404, f"no route {method} {path}"))
+        await stream.send(error_reply(404, f"no route {method} {path}"))
         return True
 
     async def _chat(self, stream: SocketStream, body: bytes) -> bool:
@@ -224,10 +187,10 @@ class ScriptedServer:
             params = json.loads(body)
             messages, model, n = params.pop("messages"), params.pop("model"), int(params.pop("n", None) or 1)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            await stream.send(_error(400, f"bad chat-completion request: {e}"))
+            await stream.send(error_reply(400, f"bad chat-completion request: {e}"))
             return True
         if model not in self.models:
-            await stream.send(_error(404, f"The model `{model}` does not exist."))
+            await stream.send(error_reply(404, f"The model `{model}` does not exist."))
             return True
         request = ScriptedRequest(messages=messages, n=n, model=model, params=params, index=self.request_count)
         self.request_count += 1
@@ -235,17 +198,17 @@ class ScriptedServer:
         try:
             reply = await self._run_script(request)
         except Exception as e:  # the user's script failed: answer 500 so the client sees it
-            await stream.send(_error(500, f"script raised {type(e).__name__}: {e}"))
+            await stream.send(error_reply(500, f"script raised {type(e).__name__}: {e}"))
             return True
         if reply.delay_s:
             await anyio.sleep(reply.delay_s)
         if reply.fault == "drop":
             return False
         if reply.status != 200:
-            await stream.send(_error(reply.status, reply.error))
+            await stream.send(error_reply(reply.status, reply.error))
             return True
         payload = self._completion_body(request, reply)
-        data = _response(200, payload)
+        data = response(200, payload)
         if reply.fault == "truncate":  # the full content-length is announced, half the body arrives
             await stream.send(data[: len(data) - len(payload) // 2])
             return False

@@ -258,7 +258,7 @@ def enter_child(fds, cwd):
 
 
 def fresh_main_module(filename, source):
-    import builtins, linecache, types
+    import linecache, types
 
     module = types.ModuleType("__main__")
     module.__dict__["__builtins__"] = builtins
@@ -444,8 +444,6 @@ PORTABLE_EXCEPTIONS = (
 
 
 def local_exception(exc):
-    import builtins
-
     if type(exc) is not list or len(exc) != 3 or not all(type(v) is str for v in exc):
         return ProtocolError("a malformed exception")
     name, msg, tb = exc
@@ -531,8 +529,6 @@ def tests_child(tests, code, entry_point, out_w, err_w, res_w, rpc, go_r):
 def importable(name):
     """A candidate name the tests may see: never one that would shadow a builtin (a candidate's
     own `abs` or `isinstance` must not answer the tests' assertions) or a dunder."""
-    import builtins
-
     return type(name) is str and name.isidentifier() and not name.startswith("__") and not hasattr(builtins, name)
 
 
