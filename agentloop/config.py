@@ -18,9 +18,35 @@ from typing import Any, TypeVar, get_args, get_origin
 from agentloop.errors import ConfigError
 from agentloop.model.config import ModelConfig, SamplingParams
 from agentloop.sandbox.config import SandboxConfig
+from agentloop.strategy import parse_split
 
 T = TypeVar("T")
-STRATEGIES = ("parallel",)
+BUDGET_UNITS = ("generations", "tokens")
+
+
+@dataclass(frozen=True)
+class RevisionConfig:
+    """How revision chains (M > 1 turns) see feedback and when they stop."""
+
+    stop_on_feedback_pass: bool = True
+    """End a chain once its code passes the feedback tests (else it always takes M turns)."""
+    feedback_chars: int = 1200
+    """Cap on one feedback message (prompt processing is the slow part on small servers)."""
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """`--adaptive`: a probe per task predicts its difficulty bin; the rest of the budget goes to
+    the split that a compare table says is best for that bin."""
+
+    enabled: bool = False
+    probe: int = 2
+    """First samples per task spent on the probe (they count against the budget)."""
+    table: str | None = None
+    """A previous run's compare.json (or its run dir); unset: the first fold of this run's fixed
+    splits builds the table and adaptive runs on the other tasks."""
+    folds: int = 5
+    """Without `table`: 1/folds of the tasks build the table."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +61,16 @@ class RunConfig:
     """Only the first `limit` tasks of the suite."""
     task_ids: list[str] | None = None
     """Only these task ids."""
-    strategy: str = "parallel"
+    splits: list[str] | None = None
+    """Strategies to run, each "N:M" (N chains × up to M turns), all over the same tasks;
+    unset: parallel sampling of `samples` per task (strategy "parallel")."""
+    budget: int | None = None
+    """Per task and strategy, in `budget_unit`. Generations: every split must have N×M = budget
+    (unset: no check). Tokens: required; each of a split's N chains may spend budget/N tokens."""
+    budget_unit: str = "generations"
+    """"generations" or "tokens" (prompt, re-sent context included, + completion)."""
+    revision: RevisionConfig = field(default_factory=RevisionConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     runs_dir: str = "runs"
     """Where new run directories are created."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -169,7 +204,19 @@ def validate(cfg: RunConfig, where: str = "config", flags: Mapping[str, str] | N
         (0 <= cfg.sampling.temperature <= 5, "sampling.temperature", "a number in [0, 5]"),
         (0 < cfg.sampling.top_p <= 1, "sampling.top_p", "a number in (0, 1]"),
         (cfg.sandbox.pool_size >= 1, "sandbox.pool_size", "an integer >= 1"),
-        (cfg.strategy in STRATEGIES, "strategy", "one of: " + ", ".join(repr(s) for s in STRATEGIES)),
+        (cfg.budget is None or cfg.budget >= 1, "budget", "an integer >= 1"),
+        (cfg.budget_unit in BUDGET_UNITS, "budget_unit", "one of: " + ", ".join(repr(u) for u in BUDGET_UNITS)),
+        (cfg.budget is not None or cfg.budget_unit != "tokens", "budget", "set (an integer >= 1) when budget_unit is 'tokens'"),
+        (cfg.revision.feedback_chars >= 80, "revision.feedback_chars", "an integer >= 80"),
+        (cfg.adaptive.probe >= 1, "adaptive.probe", "an integer >= 1"),
+        (cfg.adaptive.folds >= 2, "adaptive.folds", "an integer >= 2"),
+        (not cfg.adaptive.enabled or cfg.budget is not None, "budget", "set when adaptive is enabled"),
+        (not cfg.adaptive.enabled or cfg.budget_unit == "generations", "budget_unit", "'generations' when adaptive is enabled"),
+        (not cfg.adaptive.enabled or cfg.budget is None or cfg.budget > cfg.adaptive.probe, "budget",
+         "larger than adaptive.probe (the probe is part of the budget)"),
+        (cfg.splits is None or len(cfg.splits) >= 1, "splits", "a non-empty list of 'N:M' strings"),
+        (not cfg.adaptive.enabled or cfg.adaptive.table is not None or bool(cfg.splits), "splits",
+         "given when adaptive is enabled without a table (the first fold's splits build it)"),
     ]
     for ok, name, expected in checks:
         if not ok:
@@ -177,4 +224,13 @@ def validate(cfg: RunConfig, where: str = "config", flags: Mapping[str, str] | N
             if flags and name in flags:
                 raise ConfigError(f"{flags[name]} must be {expected}, got {value!r:.60}")
             raise ConfigError(f"{where}: '{name}' must be {expected}, got {value!r:.60}")
+    flag = (flags or {}).get("splits")
+    for text in cfg.splits or []:
+        split = parse_split(text, flag or f"{where}: 'splits'")
+        if cfg.budget_unit == "generations" and cfg.budget is not None and split.generations != cfg.budget:
+            name = flag or f"{where}: 'splits'"
+            raise ConfigError(f"{name}: {text!r} is {split.generations} generations per task, but budget is {cfg.budget}; "
+                              "expected N×M = budget for every split (equal compute)")
+    if cfg.splits is not None and len({parse_split(t).name for t in cfg.splits}) != len(cfg.splits):
+        raise ConfigError(f"{flag or where + ': ' + repr('splits')}: {cfg.splits!r:.80} names a split twice; expected distinct splits")
     return cfg

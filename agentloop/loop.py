@@ -1,30 +1,31 @@
-"""Turns of chains: prompt → model → sandbox → logged attempts.
+"""Turns of chains: prompt → model → sandbox → feedback → logged attempt → next turn.
 
-`run_request` is one turn of one or more parallel chains; `run_chain` is one revision chain,
-turn after turn, each turn seeing the previous code and feedback from the feedback tests. Every
-outcome is recorded: a server failure becomes `infra_error` attempts (never `failed`),
-a sandbox failure keeps the completion and marks the attempt `infra_error` too.
+`run_request` is the first turn of one or more chains in one request (n samples share one
+prefill); each chain then goes on alone in `run_chain`, every turn seeing the previous code and
+feedback from the feedback tests only. Every outcome is recorded: a server failure becomes
+`infra_error` attempts (never `failed`), a sandbox failure keeps the completion and marks the
+attempt `infra_error` too; either ends the chain, and `--resume` continues it from there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from agentloop.attempt import Attempt, AttemptKind
+from agentloop.config import RevisionConfig
 from agentloop.errors import InfraError
-from agentloop.feedback import DEFAULT_LIMIT_CHARS, feedback_message, revision_messages, run_feedback_tests
+from agentloop.feedback import feedback_message, revision_messages, run_feedback_tests
 from agentloop.model.client import Completion, ModelClient
 from agentloop.sandbox.types import Sandbox, Verdict
-from agentloop.strategy import Request
+from agentloop.strategy import Request, slot_seed
 from agentloop.tasks.model import Suite, Task
 from agentloop.verify import graded_attempt
-
 
 @dataclass
 class Context:
@@ -34,6 +35,12 @@ class Context:
     time_limits: dict[str, float]
     record: Callable[[Attempt], Awaitable[None]]
     strategy: str
+    revision: RevisionConfig = field(default_factory=RevisionConfig)
+    seed: int | None = None
+    """Base seed: each turn's request is seeded from its slot (strategy.slot_seed)."""
+    task_index: Mapping[str, int] = field(default_factory=dict)
+    token_share: float | None = None
+    """Tokens one chain may spend (token budgets): no new turn starts once it is spent."""
 
 
 def first_messages(suite: Suite, task: Task) -> list[dict[str, Any]]:
@@ -43,71 +50,91 @@ def first_messages(suite: Suite, task: Task) -> list[dict[str, Any]]:
     return messages
 
 
-async def run_request(ctx: Context, req: Request, messages: list[dict[str, Any]]) -> None:
-    """Sample len(req.chains) completions in one request and grade each one."""
-    started = time.time()
-    base = dict(strategy=ctx.strategy, turn=req.turn, messages=messages, started_at=started)
+def attempt_tokens(a: Attempt, siblings: int = 1) -> float:
+    """What a turn cost: its share of the request's prompt (re-sent context included) + completion."""
+    return (a.prompt_tokens or 0) / max(1, siblings) + (a.completion_tokens or 0)
+
+
+def goes_on(ctx: Context, a: Attempt, turns: int, tokens: float) -> bool:
+    """Whether the chain that made `a` takes another turn (at most `turns` in all)."""
+    if a.kind is AttemptKind.INFRA_ERROR or a.turn + 1 >= turns:
+        return False
+    if ctx.revision.stop_on_feedback_pass and a.feedback_verdict is Verdict.PASSED:
+        return False
+    return ctx.token_share is None or tokens < ctx.token_share
+
+
+async def run_request(ctx: Context, req: Request, messages: list[dict[str, Any]],
+                      turns: Mapping[int, int] | int = 1) -> None:
+    """Turn `req.turn` of len(req.chains) chains in one request; then each chain goes on alone up
+    to its number of `turns` (one number for all chains, or per chain)."""
     try:
         completions = await ctx.client.complete(messages, n=len(req.chains), seed=req.seed)
     except InfraError as e:
         for chain in req.chains:
-            await ctx.record(Attempt(**base, task_id=req.task.id, chain=chain, kind=AttemptKind.INFRA_ERROR,
-                                     finished_at=time.time(), error=str(e), extra={"seed": req.seed}))
+            await ctx.record(_infra(ctx, req.task, chain, req.turn, messages, time.time(), e, req.seed))
         return
-    if len(completions) == 1:  # the common n=1 case needs no task group
-        await _grade_and_record(ctx, req, req.chains[0], completions[0], base)
+    n = len(completions)
+    caps = turns if isinstance(turns, Mapping) else dict.fromkeys(req.chains, turns)
+    if n == 1:  # the common n=1 case needs no task group
+        await _turn_then_chain(ctx, req, req.chains[0], completions[0], messages, n, caps[req.chains[0]])
         return
     async with anyio.create_task_group() as tg:
         for chain, completion in zip(req.chains, completions):
-            tg.start_soon(_grade_and_record, ctx, req, chain, completion, base)
+            tg.start_soon(_turn_then_chain, ctx, req, chain, completion, messages, n, caps[chain])
 
 
-async def _grade_and_record(ctx: Context, req: Request, chain: int, c: Completion, base: dict[str, Any]) -> None:
-    limit = ctx.time_limits[req.task.id]
-    await ctx.record(await graded_attempt(
-        ctx.sandbox, req.task, c.text, limit, **base, chain=chain, request_id=c.request_id,
-        prompt_tokens=c.prompt_tokens, cached_prompt_tokens=c.cached_prompt_tokens,
-        completion_tokens=c.completion_tokens, latency_s=c.latency_s,
-        extra={"seed": req.seed, "finish_reason": c.finish_reason, "time_limit_s": limit, "http_tries": c.attempts},
-    ))
+async def _turn_then_chain(ctx: Context, req: Request, chain: int, c: Completion,
+                           messages: list[dict[str, Any]], siblings: int, turns: int) -> None:
+    a = await finish_turn(ctx, req.task, chain, req.turn, messages, c, req.seed)
+    tokens = attempt_tokens(a, siblings)
+    if goes_on(ctx, a, turns, tokens):
+        await run_chain(ctx, req.task, chain, revision_messages(messages, c.text, a.feedback or ""), turns,
+                        first_turn=req.turn + 1, tokens=tokens)
 
 
-async def run_chain(
-    ctx: Context, task: Task, chain: int, messages: list[dict[str, Any]], turns: int, *,
-    first_turn: int = 0, seed: int | None = None, stop_on_feedback_pass: bool = True,
-    feedback_chars: int = DEFAULT_LIMIT_CHARS,
-) -> None:
-    """Turns `first_turn` .. `turns - 1` of one chain. Each turn is graded by the grading tests and
-    checked by the feedback tests; only the feedback reaches the next prompt, which extends the
-    previous messages unchanged. The chain ends early when the feedback tests pass (unless
-    `stop_on_feedback_pass` is off) or at an infra error (resume continues it from there)."""
-    limit = ctx.time_limits[task.id]
+async def run_chain(ctx: Context, task: Task, chain: int, messages: list[dict[str, Any]], turns: int, *,
+                    first_turn: int = 0, tokens: float = 0.0) -> None:
+    """Turns `first_turn` .. `turns - 1` of one chain, one request each; `messages` are this
+    turn's prompt, and each next prompt extends it unchanged (so vLLM's prefix cache hits)."""
     for turn in range(first_turn, turns):
+        seed = slot_seed(ctx.seed, ctx.strategy, ctx.task_index.get(task.id, 0), chain, turn)
         started = time.time()
-        base = dict(strategy=ctx.strategy, task_id=task.id, chain=chain, turn=turn, messages=messages,
-                    started_at=started)
-        turn_seed = None if seed is None else seed + turn
         try:
-            (c,) = await ctx.client.complete(messages, n=1, seed=turn_seed)
+            (c,) = await ctx.client.complete(messages, n=1, seed=seed)
         except InfraError as e:
-            await ctx.record(Attempt(**base, kind=AttemptKind.INFRA_ERROR, finished_at=time.time(), error=str(e),
-                                     extra={"seed": turn_seed}))
+            await ctx.record(_infra(ctx, task, chain, turn, messages, started, e, seed))
             return
-        attempt = await graded_attempt(
-            ctx.sandbox, task, c.text, limit, **{k: v for k, v in base.items() if k != "task_id"},
-            request_id=c.request_id, prompt_tokens=c.prompt_tokens, cached_prompt_tokens=c.cached_prompt_tokens,
-            completion_tokens=c.completion_tokens, latency_s=c.latency_s,
-            extra={"seed": turn_seed, "finish_reason": c.finish_reason, "time_limit_s": limit, "http_tries": c.attempts},
-        )
+        a = await finish_turn(ctx, task, chain, turn, messages, c, seed, started)
+        tokens += attempt_tokens(a)
+        if not goes_on(ctx, a, turns, tokens):
+            return
+        messages = revision_messages(messages, c.text, a.feedback or "")
+
+
+async def finish_turn(ctx: Context, task: Task, chain: int, turn: int, messages: list[dict[str, Any]],
+                      c: Completion, seed: int | None, started: float | None = None) -> Attempt:
+    """Grade a completion (grading tests), check it (feedback tests), record the attempt."""
+    limit = ctx.time_limits[task.id]
+    attempt = await graded_attempt(
+        ctx.sandbox, task, c.text, limit, strategy=ctx.strategy, chain=chain, turn=turn, messages=messages,
+        started_at=started or time.time() - c.latency_s, request_id=c.request_id, prompt_tokens=c.prompt_tokens,
+        cached_prompt_tokens=c.cached_prompt_tokens, completion_tokens=c.completion_tokens, latency_s=c.latency_s,
+        extra={"seed": seed, "finish_reason": c.finish_reason, "time_limit_s": limit, "http_tries": c.attempts},
+    )
+    if attempt.kind is AttemptKind.COMPLETED:
         checked = await run_feedback_tests(ctx.sandbox, task, attempt.code or "", limit)
         if checked is not None and checked.verdict is Verdict.INFRA_ERROR:
             attempt = dataclasses.replace(attempt, kind=AttemptKind.INFRA_ERROR, verdict=None,
                                           error=f"sandbox (feedback tests): {checked.detail}")
-        feedback = feedback_message(checked, feedback_chars)
-        attempt = dataclasses.replace(attempt, feedback=feedback, feedback_verdict=checked.verdict if checked else None)
-        await ctx.record(attempt)
-        if attempt.kind is AttemptKind.INFRA_ERROR:
-            return
-        if stop_on_feedback_pass and checked is not None and checked.verdict is Verdict.PASSED:
-            return
-        messages = revision_messages(messages, c.text, feedback)
+        else:
+            attempt = dataclasses.replace(attempt, feedback=feedback_message(checked, ctx.revision.feedback_chars),
+                                          feedback_verdict=checked.verdict if checked else None)
+    await ctx.record(attempt)
+    return attempt
+
+
+def _infra(ctx: Context, task: Task, chain: int, turn: int, messages: list[dict[str, Any]], started: float,
+           e: Exception, seed: int | None) -> Attempt:
+    return Attempt(strategy=ctx.strategy, task_id=task.id, chain=chain, turn=turn, kind=AttemptKind.INFRA_ERROR,
+                   messages=messages, started_at=started, finished_at=time.time(), error=str(e), extra={"seed": seed})

@@ -1,9 +1,9 @@
-"""The run's progress bar: tasks done, attempts/s, tokens/s, running pass rate, infra errors."""
+"""The run's progress bar: attempts against the most the plan can make (chains that stop early
+make fewer), attempts/s, tokens/s, running pass rate, infra errors."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from types import TracebackType
 
 from rich.console import Console
@@ -13,10 +13,7 @@ from agentloop.attempt import Attempt, AttemptKind
 
 
 class RunProgress:
-    def __init__(self, console: Console, remaining_by_task: Counter[str], total_tasks: int):
-        self._remaining = remaining_by_task
-        self._tasks_done = total_tasks - sum(1 for v in remaining_by_task.values() if v > 0)
-        self._total_tasks = total_tasks
+    def __init__(self, console: Console, most: int):
         self._start = time.monotonic()
         self.attempts = self.passed = self.infra = self.tokens = 0
         self._bar = Progress(
@@ -24,7 +21,7 @@ class RunProgress:
             TextColumn("{task.fields[stats]}"), console=console, transient=False,
             disable=not console.is_terminal,
         )
-        self._id = self._bar.add_task("run", total=sum(remaining_by_task.values()), stats="")
+        self._id = self._bar.add_task("run", total=most, stats="")
 
     def __enter__(self) -> "RunProgress":
         self._bar.start()
@@ -40,14 +37,11 @@ class RunProgress:
             self.infra += 1
         else:
             self.passed += a.passed
-            self._remaining[a.task_id] -= 1
-            if self._remaining[a.task_id] == 0:
-                self._tasks_done += 1
         self._bar.update(self._id, advance=1, stats=self.stats())
 
     def stats(self) -> str:
         dt = max(1e-9, time.monotonic() - self._start)
         graded = self.attempts - self.infra
         rate = f"{self.passed / graded:.1%}" if graded else "-"
-        return (f"tasks {self._tasks_done}/{self._total_tasks} · {self.attempts / dt:.1f} att/s · "
+        return (f"{self.attempts / dt:.1f} att/s · "
                 f"{self.tokens / dt:.0f} tok/s · pass {rate} · infra errors {self.infra}")

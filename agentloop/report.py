@@ -1,4 +1,9 @@
-"""`agentloop report RUN_DIR`: pass@k table, JSON, and a PNG of pass@k vs k, from the store alone."""
+"""`agentloop report RUN_DIR`: per-strategy results, pass@k, JSON, and a PNG, from the store alone.
+
+pass@k is over first turns (every chain's turn 0 is an independent sample of the first prompt, so
+all strategies contribute). Per strategy, "success" is the answer `selection` picks with the
+feedback tests passing the grading tests; "oracle" (any attempt passes) is labelled as such.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,34 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agentloop.attempt import AttemptKind
-from agentloop.metrics import PassAtK, count_by_task, pass_at_k, pass_at_ks
+import numpy as np
+
+from agentloop.attempt import Attempt, AttemptKind
+from agentloop.sandbox.types import Verdict
+from agentloop.metrics import PassAtK, bootstrap_ci, count_by_task, pass_at_k, pass_at_ks
+from agentloop.selection import Candidate, code_key, select
 from agentloop.store import AttemptStore
+from agentloop.strategy import ADAPTIVE, fixed_splits
 
 PNG_NAME = "pass_at_k.png"
 MAX_REASONS = 3
+
+
+@dataclass
+class StrategySummary:
+    strategy: str
+    tasks: int  # tasks with at least one completed attempt
+    generations: int  # completed attempts (infra errors excluded)
+    chains: int
+    infra_errors: int
+    prompt_tokens: int  # every turn's prompt, re-sent context included; once per request
+    cached_prompt_tokens: int  # of which the server's prefix cache served (when it reports it)
+    completion_tokens: int
+    success: float  # selected answer (feedback tests only) passes the grading tests, mean over tasks
+    success_ci: tuple[float, float]
+    oracle: float  # any attempt passes the grading tests: not a selectable result
+    first_turn_pass: float  # pass@1 of this strategy's turn-0 attempts
+    feedback_selected: float  # share of tasks whose selected answer passes the feedback tests
 
 
 @dataclass
@@ -37,9 +64,48 @@ class Report:
     per_task: list[dict[str, Any]] = field(default_factory=list)
     infra_error_reasons: list[dict[str, Any]] = field(default_factory=list)
     """The most common infra-error messages: [{"error": ..., "count": ...}], most frequent first."""
+    strategies: list[StrategySummary] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _Scan:
+    """One pass over the attempts: what the report needs, grouped by strategy and task."""
+
+    def __init__(self) -> None:
+        self.verdicts: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.request_prompt: dict[str, tuple[str, int, int | None]] = {}
+        self.completion: Counter[str] = Counter()
+        self.infra: Counter[str] = Counter()
+        self.candidates: dict[tuple[str, str], list[Candidate]] = {}
+        self.chains: dict[tuple[str, str, int], Attempt] = {}  # last attempt per chain
+        self.decisions: dict[str, str] = {}  # adaptive: task → split chosen
+
+    def first_turns(self, attempts: Any) -> Any:
+        for a in attempts:
+            self.add(a)
+            if a.turn == 0:
+                yield a
+
+    def add(self, a: Attempt) -> None:
+        self.verdicts[a.verdict.value if a.verdict else AttemptKind.INFRA_ERROR.value] += 1
+        key = (a.strategy, a.task_id, a.chain)
+        if key not in self.chains or a.turn >= self.chains[key].turn:
+            self.chains[key] = a
+        if a.request_id and a.prompt_tokens is not None:  # spent even when the sandbox then failed
+            self.request_prompt[a.request_id] = (a.strategy, a.prompt_tokens, a.cached_prompt_tokens)
+        self.completion[a.strategy] += a.completion_tokens or 0
+        if a.kind is AttemptKind.INFRA_ERROR:
+            reason = a.error or "unknown"
+            self.reasons[reason if reason in self.reasons or len(self.reasons) < 1000 else "(other messages)"] += 1
+            self.infra[a.strategy] += 1
+            return
+        self.candidates.setdefault((a.strategy, a.task_id), []).append(Candidate(
+            a.chain, a.turn, code_key(a.code or ""), a.feedback_verdict is Verdict.PASSED, a.passed))
+        if a.strategy == ADAPTIVE and (info := a.extra.get("adaptive")):
+            self.decisions[a.task_id] = info.get("split", "")
 
 
 def build_report(run_dir: Path) -> Report:
@@ -47,42 +113,75 @@ def build_report(run_dir: Path) -> Report:
     try:
         cfg = store.get_meta("config", {})
         task_ids = [t.id for t, _ in store.tasks()]
-        verdicts: Counter[str] = Counter()
-        reasons: Counter[str] = Counter()
-        request_prompt: dict[str, int] = {}
-        completion_tokens = 0
-
-        def scan():
-            nonlocal completion_tokens
-            for a in store.iter_attempts():
-                verdicts[a.verdict.value if a.verdict else AttemptKind.INFRA_ERROR.value] += 1
-                if a.kind is AttemptKind.INFRA_ERROR:
-                    reason = a.error or "unknown"
-                    reasons[reason if reason in reasons or len(reasons) < 1000 else "(other messages)"] += 1
-                if a.request_id and a.prompt_tokens is not None:
-                    request_prompt[a.request_id] = a.prompt_tokens
-                completion_tokens += a.completion_tokens or 0
-                yield a
-
-        counts = count_by_task(scan(), task_ids)
+        scan = _Scan()
+        counts = count_by_task(scan.first_turns(store.iter_attempts()), task_ids)
         samples = int(cfg.get("samples", 0))
         per_task = [
             {"task_id": t, "n": tc.n, "passed": tc.c, "infra_errors": tc.infra_errors,
              "pass@1": pass_at_k(tc.n, tc.c, 1) if tc.n else None}
             for t, tc in counts.items()
         ]
+        summaries = [_summary(name, scan) for name in sorted({k[0] for k in scan.candidates} | set(scan.infra))]
         return Report(
             run_dir=str(run_dir), run_id=store.get_meta("run_id", ""), suite=cfg.get("suite", ""),
             model=cfg.get("model", {}).get("model", ""), samples_requested=samples, tasks=len(counts),
-            attempts=sum(tc.n for tc in counts.values()),
-            infra_errors=sum(tc.infra_errors for tc in counts.values()),
-            missing=sum(max(0, samples - tc.n) for tc in counts.values()),
-            verdicts=dict(sorted(verdicts.items())), prompt_tokens=sum(request_prompt.values()),
-            completion_tokens=completion_tokens, pass_at_k=pass_at_ks(counts), per_task=per_task,
-            infra_error_reasons=[{"error": e, "count": n} for e, n in reasons.most_common(MAX_REASONS)],
+            attempts=sum(len(c) for c in scan.candidates.values()),
+            infra_errors=sum(scan.infra.values()),
+            missing=_missing(cfg, task_ids, scan, store.get_meta("adaptive")),
+            verdicts=dict(sorted(scan.verdicts.items())),
+            prompt_tokens=sum(p for _, p, _ in scan.request_prompt.values()),
+            completion_tokens=sum(scan.completion.values()), pass_at_k=pass_at_ks(counts), per_task=per_task,
+            infra_error_reasons=[{"error": e, "count": n} for e, n in scan.reasons.most_common(MAX_REASONS)],
+            strategies=summaries,
         )
     finally:
         store.close()
+
+
+def _summary(name: str, scan: _Scan) -> StrategySummary:
+    groups = {t: c for (s, t), c in scan.candidates.items() if s == name}
+    chosen = [select(c) for c in groups.values()]
+    success = np.array([float(c.passed) for c in chosen if c])
+    first = [c.passed for cs in groups.values() for c in cs if c.turn == 0]
+    prompts = [(p, cached) for s, p, cached in scan.request_prompt.values() if s == name]
+    return StrategySummary(
+        strategy=name, tasks=len(groups), generations=sum(len(c) for c in groups.values()),
+        chains=sum(1 for k in scan.chains if k[0] == name), infra_errors=scan.infra[name],
+        prompt_tokens=sum(p for p, _ in prompts), cached_prompt_tokens=sum(c or 0 for _, c in prompts),
+        completion_tokens=scan.completion[name],
+        success=float(success.mean()) if len(success) else 0.0, success_ci=bootstrap_ci(success),
+        oracle=float(np.mean([any(c.passed for c in cs) for cs in groups.values()])) if groups else 0.0,
+        first_turn_pass=float(np.mean(first)) if first else 0.0,
+        feedback_selected=float(np.mean([c.feedback_passed for c in chosen if c])) if chosen else 0.0,
+    )
+
+
+def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: dict[str, Any] | None) -> int:
+    """Chains a resume would start or continue: never started, or ended by an infra error, or
+    interrupted before their last turn."""
+    from agentloop.schedule import allocate
+    from agentloop.strategy import parse_split
+
+    stop = cfg.get("revision", {}).get("stop_on_feedback_pass", True)
+    expected: dict[tuple[str, str], list[int]] = {}
+    missing = 0
+    for split in fixed_splits(cfg.get("splits"), int(cfg.get("samples", 0))):
+        for t in task_ids:
+            expected[(split.name, t)] = [split.turns] * split.chains
+    if adaptive:
+        probe, budget = adaptive["table"]["probe"], cfg.get("budget") or 0
+        for t in adaptive["tasks"]:
+            decided = scan.decisions.get(t)
+            expected[(ADAPTIVE, t)] = allocate(probe, parse_split(decided).turns, budget) if decided else [1] * probe
+            probed = all((ADAPTIVE, t, c) in scan.chains for c in range(probe))
+            missing += not decided and probed and budget > probe  # probed, but the rest never started
+    for (strategy, t), caps in expected.items():
+        for chain, turns in enumerate(caps):
+            last = scan.chains.get((strategy, t, chain))
+            missing += last is None or last.kind is AttemptKind.INFRA_ERROR or (
+                last.turn + 1 < turns and not (stop and last.feedback_verdict is Verdict.PASSED)
+                and cfg.get("budget_unit") != "tokens")
+    return missing
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -90,10 +189,12 @@ def print_report(report: Report, console: Console) -> None:
         f"[bold]{report.run_dir}[/]  suite={report.suite} model={report.model} tasks={report.tasks} "
         f"samples/task={report.samples_requested}"
     )
-    table = Table("k", "pass@k", "95% CI (tasks bootstrap)", "tasks")
+    table = Table("k", "pass@k", "95% CI (tasks bootstrap)", "tasks", title="pass@k over first turns")
     for row in report.pass_at_k:
         table.add_row(str(row.k), f"{row.mean:.3f}", f"[{row.ci_low:.3f}, {row.ci_high:.3f}]", str(row.tasks))
     console.print(table)
+    if len(report.strategies) > 1 or any(s.generations > s.chains for s in report.strategies):
+        console.print(strategy_table(report.strategies))
     verdicts = ", ".join(f"{k} {v}" for k, v in report.verdicts.items())
     console.print(
         f"attempts: {report.attempts} graded ({verdicts}); infra errors: {report.infra_errors} "
@@ -103,6 +204,17 @@ def print_report(report: Report, console: Console) -> None:
     for reason in report.infra_error_reasons:
         console.print(f"  infra error ×{reason['count']}: {reason['error']}", markup=False, highlight=False)
     console.print(f"tokens: {report.prompt_tokens} prompt (once per request), {report.completion_tokens} completion")
+
+
+def strategy_table(rows: list[StrategySummary]) -> Table:
+    table = Table("strategy", "success (feedback-selected)", "95% CI", "oracle*", "turn-0 pass",
+                  "generations", "prompt tok (cached)", "completion tok",
+                  title="per strategy (* oracle: any attempt passes the grading tests; not selectable)")
+    for r in rows:
+        table.add_row(r.strategy, f"{r.success:.3f}", f"[{r.success_ci[0]:.3f}, {r.success_ci[1]:.3f}]",
+                      f"{r.oracle:.3f}", f"{r.first_turn_pass:.3f}", str(r.generations),
+                      f"{r.prompt_tokens} ({r.cached_prompt_tokens})", str(r.completion_tokens))
+    return table
 
 
 def write_png(report: Report, path: Path) -> Path | None:

@@ -6,11 +6,13 @@ checked before any attempt is made; the run dir is created only then.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,15 @@ from agentloop import logs
 from agentloop.attempt import Attempt
 from agentloop.config import RunConfig, from_mapping, get_field, set_field, to_dict, validate
 from agentloop.errors import ConfigError, RunDirError
-from agentloop.loop import Context, first_messages, run_request
+from agentloop.loop import Context
 from agentloop.model.client import ModelClient
 from agentloop.progress import RunProgress
 from agentloop.report import Report, write_outputs
 from agentloop.sandbox import engine
 from agentloop.sandbox.docker_pool import DockerPool
 from agentloop.store import AttemptStore
-from agentloop.strategy import PARALLEL, parallel_plan
+from agentloop.schedule import AdaptiveTable, run_adaptive_task, run_task_chains
+from agentloop.strategy import ADAPTIVE, PARALLEL, Split, fixed_splits
 from agentloop.tasks.model import Suite, Task
 from agentloop.tasks.suites import load_suite, load_suite_definition, select
 from agentloop.verify import calibrate_time_limits
@@ -132,6 +135,7 @@ async def run(
         validate(cfg)
         limits = {}
     try:
+        given = load_adaptive_table(Path(cfg.adaptive.table), cfg) if cfg.adaptive.enabled and cfg.adaptive.table else None
         if store is None:
             suite, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
             tasks = select(all_tasks, cfg.limit, cfg.task_ids)
@@ -142,7 +146,7 @@ async def run(
                 store = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks, suite)
             with logs.to_file(run_dir / "log.jsonl"):
                 log.info("run start", run_id=run_id, run_dir=str(run_dir), tasks=len(tasks), resume=bool(resume))
-                await _execute(cfg, suite, tasks, limits, store, client, run_id, console)
+                await _execute(cfg, suite, tasks, limits, store, client, run_id, console, given)
                 store.set_meta("finished_at", time.time())
     finally:
         if store is not None:
@@ -152,26 +156,109 @@ async def run(
 
 async def _execute(
     cfg: RunConfig, suite: Suite, tasks: list[Task], limits: dict[str, float], store: AttemptStore,
-    client: ModelClient, run_id: str, console: Console,
+    client: ModelClient, run_id: str, console: Console, given: AdaptiveTable | None,
 ) -> None:
     async with DockerPool.start(cfg.sandbox, run_id) as pool:
         if len(limits) < len(tasks):
             with console.status(f"calibrating time limits on {len(tasks)} reference solutions"):
                 limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
             await anyio.to_thread.run_sync(store.put_tasks, tasks, limits)
-        done = await anyio.to_thread.run_sync(store.completed_slots, PARALLEL)
-        plan = parallel_plan(tasks, cfg.samples, cfg.model.samples_per_request, done, cfg.sampling.seed)
-        remaining = Counter({t.id: sum(1 for c in range(cfg.samples) if (t.id, c, 0) not in done) for t in tasks})
-        log.info("plan", requests=len(plan), attempts=sum(remaining.values()), already_done=len(done))
-        async with store.writer() as writer:
-            with RunProgress(console, remaining, len(tasks)) as progress:
+        ctx = Context(client, pool, suite, limits, _no_record, PARALLEL, cfg.revision, cfg.sampling.seed,
+                      {t.id: i for i, t in enumerate(tasks)})
+        splits = fixed_splits(cfg.splits, cfg.samples)
+        most = sum(s.generations for s in splits) * len(tasks)
+        await _phase(store, console, most, partial(_run_fixed, ctx, cfg, tasks, splits, store))
+        if cfg.adaptive.enabled:
+            table, adaptive_tasks = await _adaptive_plan(cfg, store, tasks, given)
+            await _phase(store, console, cfg.budget * len(adaptive_tasks),  # type: ignore[operator]
+                         partial(_run_adaptive, ctx, cfg, adaptive_tasks, table, store))
 
-                async def record(a: Attempt) -> None:
-                    await writer.add(a)
-                    progress.update(a)
 
-                ctx = Context(client, pool, suite, limits, record, PARALLEL)
-                async with anyio.create_task_group() as tg:
-                    for req in plan:
-                        tg.start_soon(run_request, ctx, req, first_messages(suite, req.task))
-        log.info("run end", attempts=writer.count, infra_errors=progress.infra, duplicates_ignored=store.duplicates_ignored)
+async def _no_record(a: Attempt) -> None:
+    raise RuntimeError("a Context needs a record function")
+
+
+async def _phase(store: AttemptStore, console: Console, most: int,
+                 go: Callable[[Callable[[Attempt], Awaitable[None]]], Awaitable[None]]) -> None:
+    """Run `go(record)` with the store's writer; everything is on disk when it returns."""
+    async with store.writer() as writer:
+        with RunProgress(console, most) as progress:
+
+            async def record(a: Attempt) -> None:
+                await writer.add(a)
+                progress.update(a)
+
+            await go(record)
+    log.info("phase end", attempts=writer.count, infra_errors=progress.infra, duplicates_ignored=store.duplicates_ignored)
+
+
+async def _run_fixed(ctx: Context, cfg: RunConfig, tasks: list[Task], splits: list[Split], store: AttemptStore,
+                     record: Callable[[Attempt], Awaitable[None]]) -> None:
+    """Every fixed split over every task, all at once (the client and the pool bound the load)."""
+    async with anyio.create_task_group() as tg:
+        for split in splits:
+            tails = await anyio.to_thread.run_sync(store.chain_tails, split.name)
+            share = cfg.budget / split.chains if cfg.budget_unit == "tokens" else None  # type: ignore[operator]
+            sctx = replace(ctx, record=record, strategy=split.name, token_share=share)
+            log.info("plan", strategy=split.name, chains=split.chains, turns=split.turns, chains_logged=len(tails))
+            for task in tasks:
+                tg.start_soon(run_task_chains, sctx, task, [split.turns] * split.chains, tails,
+                              cfg.model.samples_per_request)
+
+
+async def _run_adaptive(ctx: Context, cfg: RunConfig, tasks: list[Task], table: AdaptiveTable, store: AttemptStore,
+                        record: Callable[[Attempt], Awaitable[None]]) -> None:
+    tails = await anyio.to_thread.run_sync(store.chain_tails, ADAPTIVE)
+    probes = await anyio.to_thread.run_sync(store.first_turn_feedback, ADAPTIVE)
+    actx = replace(ctx, record=record, strategy=ADAPTIVE)
+    log.info("plan", strategy=ADAPTIVE, tasks=len(tasks), probe=table.probe, table=asdict(table))
+    async with anyio.create_task_group() as tg:
+        for task in tasks:
+            tg.start_soon(run_adaptive_task, actx, task, table, cfg.budget, tails,
+                          {k: v for k, v in probes.items() if k[1] < table.probe}, cfg.model.samples_per_request)
+
+
+async def _adaptive_plan(cfg: RunConfig, store: AttemptStore, tasks: list[Task],
+                         given: AdaptiveTable | None) -> tuple[AdaptiveTable, list[Task]]:
+    """The table and the tasks adaptive runs on: a given table (all tasks), else one built from the
+    first fold of this run's fixed splits (adaptive then runs on the other tasks). Kept in the
+    store's meta so a resumed run decides the same way."""
+    if stored := await anyio.to_thread.run_sync(store.get_meta, "adaptive"):
+        chosen = set(stored["tasks"])
+        return AdaptiveTable.from_json(stored["table"]), [t for t in tasks if t.id in chosen]
+    if given:
+        table, chosen_tasks = given, tasks
+    else:
+        from agentloop.compare import fold_table
+
+        fold, rest = first_fold(tasks, cfg.adaptive.folds, cfg.sampling.seed or 0)
+        raw = await anyio.to_thread.run_sync(partial(fold_table, store.path.parent, [t.id for t in fold],
+                                                     probe=cfg.adaptive.probe, budget=cfg.budget))
+        table, chosen_tasks = AdaptiveTable.from_json(raw), rest
+    await anyio.to_thread.run_sync(store.set_meta, "adaptive", {"table": asdict(table), "tasks": [t.id for t in chosen_tasks]})
+    return table, chosen_tasks
+
+
+def first_fold(tasks: list[Task], folds: int, seed: int) -> tuple[list[Task], list[Task]]:
+    """A seeded 1/folds of the tasks (at least one, and at least one left over) and the rest."""
+    order = sorted(tasks, key=lambda t: hashlib.sha256(f"{seed}/{t.id}".encode()).hexdigest())
+    k = min(max(1, len(tasks) // folds), len(tasks) - 1)
+    held = {t.id for t in order[:k]}
+    return [t for t in tasks if t.id in held], [t for t in tasks if t.id not in held]
+
+
+def load_adaptive_table(path: Path, cfg: RunConfig) -> AdaptiveTable:
+    """The "adaptive" table of a compare.json (or of RUN_DIR/compare.json); one-line errors."""
+    file = path / "compare.json" if path.is_dir() else path
+    try:
+        raw = json.loads(file.read_text())["adaptive"]
+        table = AdaptiveTable.from_json(raw)
+    except FileNotFoundError:
+        raise ConfigError(f"adaptive.table: no such file {file} (run `agentloop compare RUN_DIR` first)") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"adaptive.table: {file} has no valid 'adaptive' table ({type(e).__name__}: {e}); "
+                          "expected the compare.json that `agentloop compare` writes") from None
+    if table.budget != cfg.budget:
+        raise ConfigError(f"adaptive.table: {file} picks splits for a budget of {table.budget} generations, "
+                          f"but budget is {cfg.budget}; expected the same budget")
+    return table  # its probe size too: the bin edges were fitted on scores of that many samples

@@ -51,6 +51,11 @@ _COLUMNS = (
 )
 
 
+def _select(messages: str) -> str:
+    """The attempt columns of table `a`, with the messages hash replaced by `messages`."""
+    return ", ".join(messages if c == "messages_hash" else f"a.{c}" for c in _COLUMNS.split(", "))
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -68,6 +73,19 @@ def _row(a: Attempt, messages_hash: str) -> tuple[Any, ...]:
         _dumps(a.grading.to_json()) if a.grading else None, a.feedback,
         a.feedback_verdict.value if a.feedback_verdict else None, a.error, a.started_at,
         a.finished_at, _dumps(a.extra),
+    )
+
+
+def _attempt(r: tuple[Any, ...]) -> Attempt:
+    """An Attempt from a row of _COLUMNS (messages_hash replaced by the messages' JSON)."""
+    return Attempt(
+        strategy=r[0], task_id=r[1], chain=r[2], turn=r[3], kind=AttemptKind(r[4]),
+        messages=json.loads(r[5] or "[]"), request_id=r[6], completion=r[7], code=r[8],
+        prompt_tokens=r[9], cached_prompt_tokens=r[10], completion_tokens=r[11],
+        latency_s=r[12], verdict=Verdict(r[13]) if r[13] else None,
+        grading=ExecResult.from_json(json.loads(r[14])) if r[14] else None,
+        feedback=r[15], feedback_verdict=Verdict(r[16]) if r[16] else None,
+        error=r[17], started_at=r[18], finished_at=r[19], extra=json.loads(r[20]),
     )
 
 
@@ -192,24 +210,44 @@ class AttemptStore:
             ).fetchall()
         return {tuple(r) for r in rows}  # type: ignore[misc]
 
+    def chain_tails(self, strategy: str) -> dict[tuple[str, int], tuple[Attempt, float]]:
+        """Per (task, chain) of `strategy`: its last completed attempt (with messages, so the
+        chain can go on) and the tokens the chain spent (prompt shares + completions)."""
+        query = f"""
+            WITH siblings AS (SELECT request_id, COUNT(*) AS n FROM attempts
+                              WHERE strategy = ?1 AND request_id IS NOT NULL GROUP BY request_id),
+                 spent AS (SELECT a.task_id, a.chain, MAX(a.turn) AS last,
+                                  SUM(COALESCE(a.prompt_tokens, 0) * 1.0 / COALESCE(s.n, 1)
+                                      + COALESCE(a.completion_tokens, 0)) AS tokens
+                           FROM attempts a LEFT JOIN siblings s ON s.request_id = a.request_id
+                           WHERE a.kind = 'completed' AND a.strategy = ?1 GROUP BY a.task_id, a.chain)
+            SELECT {_select('m.json')}, spent.tokens FROM attempts a
+            JOIN spent ON spent.task_id = a.task_id AND spent.chain = a.chain AND spent.last = a.turn
+            LEFT JOIN messages m ON m.hash = a.messages_hash
+            WHERE a.kind = 'completed' AND a.strategy = ?1"""
+        with self._reading():
+            rows = self._conn.execute(query, (strategy,)).fetchall()
+        return {(r[1], r[2]): (_attempt(r), r[21]) for r in rows}
+
+    def first_turn_feedback(self, strategy: str) -> dict[tuple[str, int], bool]:
+        """(task, chain) → whether its completed turn 0 passed the feedback tests (adaptive's probe)."""
+        with self._reading():
+            rows = self._conn.execute(
+                "SELECT task_id, chain, feedback_verdict FROM attempts WHERE kind = 'completed' AND turn = 0 AND strategy = ?",
+                (strategy,),
+            ).fetchall()
+        return {(t, c): v == Verdict.PASSED.value for t, c, v in rows}
+
     def iter_attempts(self, with_messages: bool = False) -> Iterator[Attempt]:
         """Stream attempts in insertion order (memory stays flat for any run size)."""
         msg = "m.json" if with_messages else "'[]'"
         with self._reading():  # a corrupt page can surface mid-stream
             cur = self._conn.execute(
-                f"SELECT {_COLUMNS.replace('messages_hash', msg)} FROM attempts a "
+                f"SELECT {_select(msg)} FROM attempts a "
                 "LEFT JOIN messages m ON m.hash = a.messages_hash ORDER BY a.id"
             )
             for r in cur:
-                yield Attempt(
-                    strategy=r[0], task_id=r[1], chain=r[2], turn=r[3], kind=AttemptKind(r[4]),
-                    messages=json.loads(r[5] or "[]"), request_id=r[6], completion=r[7], code=r[8],
-                    prompt_tokens=r[9], cached_prompt_tokens=r[10], completion_tokens=r[11],
-                    latency_s=r[12], verdict=Verdict(r[13]) if r[13] else None,
-                    grading=ExecResult.from_json(json.loads(r[14])) if r[14] else None,
-                    feedback=r[15], feedback_verdict=Verdict(r[16]) if r[16] else None,
-                    error=r[17], started_at=r[18], finished_at=r[19], extra=json.loads(r[20]),
-                )
+                yield _attempt(r)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:

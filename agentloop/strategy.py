@@ -1,37 +1,78 @@
-"""Strategies decide which (task, chains, turn) requests to make.
+"""Strategies: how a per-task budget is split into N parallel chains of up to M turns.
 
-Parallel sampling: n independent chains of one turn per task, sent as requests of up to
-`samples_per_request` choices each (vLLM prefills the prompt once per request). Anything already
-completed in the store is left out, which is all `--resume` needs.
+`N:M` is N chains × up to M turns ("16:1" is parallel sampling, "1:16" one long revision chain).
+`parallel` (the `samples` setting alone) is `samples:1` under its historical name. Seeds follow
+the slot (strategy, task, chain, turn), never the request order, so a resumed run asks the same
+thing; different strategies draw different samples.
 """
 
 from __future__ import annotations
 
+import re
+import zlib
 from dataclasses import dataclass
 
+from agentloop.errors import ConfigError
 from agentloop.tasks.model import Task
 
 PARALLEL = "parallel"
+ADAPTIVE = "adaptive"
+_SPLIT = re.compile(r"^\s*(\d+)\s*[:x]\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    chains: int
+    """N: independent chains per task."""
+    turns: int
+    """M: the most turns one chain may take (1 = parallel sampling)."""
+
+    @property
+    def generations(self) -> int:
+        return self.chains * self.turns
 
 
 @dataclass(frozen=True)
 class Request:
+    """One request: the same turn of `chains` (n = len(chains) choices of one prompt)."""
+
     task: Task
     chains: tuple[int, ...]
     turn: int
     seed: int | None
 
 
-def parallel_plan(
-    tasks: list[Task], samples: int, per_request: int, done: set[tuple[str, int, int]],
-    seed: int | None = None,
-) -> list[Request]:
-    plan = []
-    for ti, task in enumerate(tasks):
-        missing = [c for c in range(samples) if (task.id, c, 0) not in done]
-        for i in range(0, len(missing), per_request):
-            chunk = tuple(missing[i : i + per_request])
-            # Seed from the slot, not the request order, so a resumed run asks the same thing.
-            req_seed = None if seed is None else seed + ti * samples + chunk[0]
-            plan.append(Request(task, chunk, 0, req_seed))
-    return plan
+def parse_split(text: str, where: str = "splits") -> Split:
+    """`"4:4"` (or `"4x4"`) → Split("4:4", 4, 4)."""
+    m = _SPLIT.match(text)
+    if not m or int(m[1]) < 1 or int(m[2]) < 1:
+        raise ConfigError(f"{where}: {text!r:.40} is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'")
+    n, t = int(m[1]), int(m[2])
+    return Split(f"{n}:{t}", n, t)
+
+
+def fixed_splits(splits: list[str] | None, samples: int) -> list[Split]:
+    """The run's fixed strategies: its `splits`, else parallel sampling of `samples` per task."""
+    return [parse_split(s) for s in splits] if splits else [Split(PARALLEL, samples, 1)]
+
+
+def split_of(strategy: str, samples: int) -> Split | None:
+    """The split a stored strategy name stands for (None for `adaptive`, whose chains vary by task).
+    `parallel` and `grade` (graded files) are samples × 1."""
+    if strategy in (PARALLEL, "grade"):
+        return Split(strategy, samples, 1)
+    if strategy == ADAPTIVE:
+        return None
+    return parse_split(strategy, "strategy")
+
+
+def slot_seed(seed: int | None, strategy: str, task_index: int, chain: int, turn: int) -> int | None:
+    """A request's seed from its first slot: distinct per slot and stable across resumes."""
+    if seed is None:
+        return None
+    return seed + zlib.crc32(f"{strategy}/{task_index}/{chain}/{turn}".encode()) % 1_000_003
+
+
+def chunks(items: list[int], size: int) -> list[tuple[int, ...]]:
+    return [tuple(items[i : i + size]) for i in range(0, len(items), size)]

@@ -200,13 +200,15 @@ def test_grade_bad_suite_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ('format = "jsonl"\npath = "data.jsonl"\ntime_flor_s = 1\n',
      "{suite}: unknown key 'time_flor_s' (expected one of: name, format, path, skip,"),
     ('format = "csv"\npath = "data.jsonl"\n', "{suite}: 'format' must be 'humaneval' or 'jsonl', got 'csv'"),
+    ('format = "jsonl"\npath = "data.jsonl"\nfeedback = "bogus"\n',
+     "{suite}: 'feedback' must be one of 'field', 'docstring', 'humaneval', 'none', got 'bogus'"),
     ('format = "jsonl"\npath = "data.jsonl"\ntime_factor = "4x"\n',
      "{suite}: 'time_factor' = '4x' has the wrong type (expected float)"),
     ('format = "jsonl"\npath = "data.jsonl\n', "{suite}:2:19: invalid TOML (Illegal character"),
     ('format = "jsonl"\n', "{suite}: 'path' is required for format 'jsonl'"),
     ('format = "jsonl"\npath = "bad.jsonl"\n', "{dir}/bad.jsonl:1: invalid JSON ("),
     ('format = "jsonl"\npath = "gone.jsonl"\n', "{dir}/gone.jsonl: no such file"),
-], ids=["unknown key", "bad format", "wrong type", "invalid TOML", "no path", "its data is malformed", "its data is missing"])
+], ids=["unknown key", "bad format", "bad feedback", "wrong type", "invalid TOML", "no path", "its data is malformed", "its data is missing"])
 def test_suite_file(suite_toml: str, expected: str, server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite = tmp_path / "mysuite.toml"
     suite.write_text(suite_toml)
@@ -220,7 +222,7 @@ def test_suite_file(suite_toml: str, expected: str, server: str, tmp_path: Path,
 # --- config file and flags --------------------------------------------------------------------
 
 @pytest.mark.parametrize("config, expected", [
-    ("sample = 4\n", "{path}: unknown key 'sample' (expected one of: suite, data, samples, limit, task_ids, strategy,"),
+    ("sample = 4\n", "{path}: unknown key 'sample' (expected one of: suite, data, samples, limit, task_ids, splits,"),
     ("[model]\nconcurency = 3\n", "{path}: unknown key 'model.concurency' (expected one of: base_url, model, api_key, concurrency,"),
     ("[modle]\nmodel = 'x'\n", "{path}: unknown key 'modle' (expected one of:"),
     ('samples = "many"\n', "{path}: 'samples' = 'many' has the wrong type (expected int)"),
@@ -234,13 +236,20 @@ def test_suite_file(suite_toml: str, expected: str, server: str, tmp_path: Path,
     ("samples = 0\n", "{path}: 'samples' must be an integer >= 1, got 0"),
     ("samples = -3\n", "{path}: 'samples' must be an integer >= 1, got -3"),
     ("limit = 0\n", "{path}: 'limit' must be an integer >= 1, got 0"),
-    ('strategy = "beam"\n', "{path}: 'strategy' must be one of: 'parallel', got 'beam'"),
+    ('splits = ["4x"]\n', "{path}: 'splits': '4x' is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'"),
+    ('splits = ["4:1", "2:2"]\nbudget = 8\n', "{path}: 'splits': '4:1' is 4 generations per task, but budget is 8; expected N×M = budget"),
+    ('splits = ["2:2", "2x2"]\n', "{path}: 'splits': ['2:2', '2x2'] names a split twice"),
+    ('budget_unit = "tokens"\n', "{path}: 'budget' must be set (an integer >= 1) when budget_unit is 'tokens', got None"),
+    ('budget = 8\n[adaptive]\nenabled = true\n', "{path}: 'splits' must be given when adaptive is enabled without a table"),
+    ('splits = ["2:1"]\nbudget = 2\n[adaptive]\nenabled = true\n', "{path}: 'budget' must be larger than adaptive.probe"),
+    ("[revision]\nfeedback_chars = 10\n", "{path}: 'revision.feedback_chars' must be an integer >= 80, got 10"),
     ("[sampling]\ntop_p = 0\n", "{path}: 'sampling.top_p' must be a number in (0, 1], got 0.0"),
     ("[model]\ntimeout_s = 0\n", "{path}: 'model.timeout_s' must be a number of seconds > 0, got 0.0"),
     ("[sandbox]\npool_size = 0\n", "{path}: 'sandbox.pool_size' must be an integer >= 1, got 0"),
 ], ids=["unknown key", "unknown nested key", "unknown table", "wrong type", "float for int", "nested wrong type",
         "string for list", "string for table", "invalid TOML", "invalid TOML at end", "not UTF-8", "samples 0",
-        "samples negative", "limit 0", "unknown strategy", "top_p 0", "timeout 0", "pool size 0"])
+        "samples negative", "limit 0", "bad split", "split off budget", "split twice", "token budget unset",
+        "adaptive without table", "adaptive budget too small", "feedback cap tiny", "top_p 0", "timeout 0", "pool size 0"])
 def test_config_file(config: str | bytes, expected: str, server: str, tmp_path: Path,
                      capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "run.toml"
@@ -268,6 +277,12 @@ def test_config_file(config: str | bytes, expected: str, server: str, tmp_path: 
     (["--tasks", "smoke/0,smoke/99"], "task_ids: unknown task id(s) smoke/99; expected ids of the suite, e.g. smoke/0"),
     (["--config", "{tmp}/missing.toml"], "{tmp}/missing.toml: no such config file"),
     (["--config", "{tmp}"], "{tmp}: is a directory; expected a TOML file"),
+    (["--splits", "4:1,1:0"], "--splits: '1:0' is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'"),
+    (["--splits", "4:1,2:1", "--budget", "4"], "--splits: '2:1' is 2 generations per task, but budget is 4; "
+                                              "expected N×M = budget for every split (equal compute)"),
+    (["--budget-unit", "gpus"], "argument --budget-unit: invalid choice: 'gpus' (choose from 'generations', 'tokens') (see: agentloop run --help)"),
+    (["--adaptive", "--budget", "4", "--adaptive-table", "{tmp}/nope.json"],
+     "adaptive.table: no such file {tmp}/nope.json (run `agentloop compare RUN_DIR` first)"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_run_flags(flags: list[str], expected: str, server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flags = [fill(f, tmp=tmp_path) for f in flags]

@@ -15,7 +15,6 @@ from agentloop.metrics import count_by_task, default_ks, pass_at_k, pass_at_ks
 from agentloop.report import build_report, write_outputs
 from agentloop.sandbox.types import ExecResult, Verdict
 from agentloop.store import AttemptStore
-from agentloop.strategy import parallel_plan
 from agentloop.tasks.suites import load_suite
 
 
@@ -67,8 +66,10 @@ def test_store_roundtrip_dedup_and_resume_slots(tmp_path):
     assert [a.kind for a in got] == [AttemptKind.COMPLETED, AttemptKind.COMPLETED, AttemptKind.INFRA_ERROR]
     assert got[0].messages == [{"role": "user", "content": "solve smoke/0"}]
     assert got[0].grading == ExecResult(Verdict.PASSED, 0.1)
-    plan = parallel_plan(tasks, 3, 16, store.completed_slots("parallel"))
-    assert [(r.task.id, r.chains) for r in plan] == [("smoke/0", (2,)), ("smoke/1", (0, 1, 2))]
+    tails = store.chain_tails("parallel")
+    assert sorted(tails) == [("smoke/0", 0), ("smoke/0", 1)]
+    last, tokens = tails[("smoke/0", 0)]
+    assert (last.verdict, last.messages) == (Verdict.PASSED, [{"role": "user", "content": "solve smoke/0"}])
     store.close()
     report = build_report(tmp_path / "run")
     assert (report.attempts, report.infra_errors, report.missing) == (2, 1, 4)
