@@ -40,6 +40,8 @@ FLAG_FIELDS = {
     "request_timeout": "model.timeout_s", "temperature": "sampling.temperature", "top_p": "sampling.top_p",
     "max_tokens": "sampling.max_tokens", "seed": "sampling.seed", "stop": "sampling.stop",
     "extra_body": "sampling.extra_body", "pool_size": "sandbox.pool_size", "image": "sandbox.image",
+    "splits": "splits", "budget": "budget", "budget_unit": "budget_unit", "feedback_chars": "revision.feedback_chars",
+    "adaptive": "adaptive.enabled", "adaptive_table": "adaptive.table", "probe": "adaptive.probe",
 }
 
 
@@ -53,6 +55,15 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--tasks", help="comma-separated task ids")
     p.add_argument("--runs-dir", help="where run directories are created (default: runs)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
+    g = p.add_argument_group("strategies (sequential revision vs parallel sampling)")
+    g.add_argument("--splits", help="comma-separated N:M splits (N chains × up to M turns), e.g. 8:1,2:4,1:8")
+    g.add_argument("--budget", type=int, help="per task and strategy, in --budget-unit")
+    g.add_argument("--budget-unit", choices=("generations", "tokens"))
+    g.add_argument("--feedback-chars", type=int, help="cap on one feedback message (default 1200)")
+    g.add_argument("--adaptive", action="store_true", default=None,
+                   help="also run adaptive allocation: a probe per task picks its split")
+    g.add_argument("--adaptive-table", metavar="COMPARE_JSON", help="a previous run's compare.json (or run dir)")
+    g.add_argument("--probe", type=int, help="adaptive: probe samples per task (default 2)")
     m = p.add_argument_group("model")
     m.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     m.add_argument("--model", help="served model name")
@@ -120,8 +131,8 @@ def _config_from_args(args: argparse.Namespace, fields: dict[str, str]) -> tuple
         value = getattr(args, dest)
         if value is None:
             continue
-        if dest == "tasks":
-            value = [t for t in value.split(",") if t] or None
+        if dest in ("tasks", "splits"):
+            value = [t.strip() for t in value.split(",") if t.strip()] or None
         cfg = set_field(cfg, name, value)
         flags[name] = "--" + dest.replace("_", "-")
     validate(cfg, str(config_path or "config"), flags)

@@ -62,3 +62,8 @@ class Suite:
     """Time limit = max(floor, factor × reference runtime measured in the sandbox) (evalplus: 4)."""
     time_default_s: float = 10.0
     """Time limit for tasks without a reference solution."""
+    feedback: str = "field"
+    """Where the feedback tests (shown to the model in revision turns) come from: `field` (the
+    row's `feedback_test`), `docstring` (the prompt's own examples, so nothing hidden leaks),
+    `humaneval` (the original HumanEval tests for the task id) or `none`. Grading tests are a
+    separate set and are never shown."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from agentloop.config import from_mapping, read_toml
 from agentloop.errors import ConfigError, DataError
+from agentloop.tasks.feedback_tests import FEEDBACK_MODES, with_feedback_tests
 from agentloop.tasks.loaders import humaneval_path, load_jsonl
 from agentloop.tasks.model import Suite, Task
 
@@ -39,11 +40,14 @@ def load_suite_definition(name_or_path: str) -> tuple[Suite, Path]:
     suite = from_mapping(Suite, raw, str(path))
     if suite.format not in ("humaneval", "jsonl"):
         raise ConfigError(f"{path}: 'format' must be 'humaneval' or 'jsonl', got {suite.format!r}")
+    if suite.feedback not in FEEDBACK_MODES:
+        raise ConfigError(f"{path}: 'feedback' must be one of {', '.join(map(repr, FEEDBACK_MODES))}, got {suite.feedback!r}")
     return suite, path
 
 
 def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[Task]]:
-    """The suite definition and its tasks (in file order, skips removed)."""
+    """The suite definition and its tasks (in file order, skips removed, feedback tests as the
+    suite's `feedback` says)."""
     suite, path = load_suite_definition(name_or_path)
     if data:
         source = Path(data)
@@ -56,7 +60,7 @@ def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[
     tasks = [t for t in load_jsonl(source) if t.id not in suite.skip]
     if not tasks:
         raise DataError(f"{source}: no tasks left after skipping {list(suite.skip)}")
-    return suite, tasks
+    return suite, with_feedback_tests(tasks, suite.feedback)
 
 
 def select(tasks: list[Task], limit: int | None, task_ids: list[str] | None) -> list[Task]:
