@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="pass@k of a run directory")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = sub.add_parser("compare", help="strategies of a run at equal compute: curves, difficulty bins, compute-optimal")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--bins", type=int, default=5, help="difficulty bins (default 5)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds over tasks (default 5)")
+    p.add_argument("--probe", type=int, default=2, help="turn-0 chains per task in the feedback probe (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of chain orders, folds and bootstrap (default 0)")
     p = sub.add_parser("serve", help="start a local vLLM OpenAI-compatible server")
     p.add_argument("--model", help="model dir or name (default: SmolLM2-135M-Instruct on CPU)")
     p.add_argument("--served-model-name")
@@ -175,6 +182,20 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from agentloop.compare import build_comparison, print_comparison, write_json, write_pngs
+
+    c = build_comparison(args.run_dir, bins=args.bins, folds=args.folds, probe=args.probe, seed=args.seed)
+    if args.json:
+        print(json.dumps(c.to_json(), indent=1))
+    else:
+        print_comparison(c, Console())
+    sys.stdout.flush()  # the tables before the paths (stderr) in a terminal
+    for path in [write_json(c, args.run_dir), *write_pngs(c, args.run_dir)]:
+        console.print(f"wrote: {path}", markup=False, highlight=False)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     from agentloop.serve import ServeConfig, serve_forever
 
@@ -201,7 +222,7 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
+COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "compare": _cmd_compare, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
 
 
 def main(argv: list[str] | None = None) -> int:
