@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agentloop.attempt import AttemptKind
 from agentloop.cli import main
 from agentloop.report import build_report
+from agentloop.sandbox.types import Verdict
 from agentloop.store import AttemptStore
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("docker_ready")]
@@ -31,3 +34,32 @@ def test_smoke_run_against_real_vllm(vllm_server, tmp_path):
     assert len({a.request_id for a in attempts}) == 3
     assert attempts[0].messages[-1]["content"].count("def ") >= 1
     assert (run_dir / "pass_at_k.png").is_file()
+
+
+def test_two_strategies_and_compare_against_real_vllm(vllm_server, tmp_path, capsys):
+    """Parallel sampling and revision chains over the same tasks in one run, then `compare`."""
+    runs = tmp_path / "runs"
+    assert main(["run", "--suite", "smoke", "--tasks", "smoke/3,smoke/5,smoke/8", "--splits", "2:1,1:2", "--budget", "2",
+                 "--max-tokens", "96", "--temperature", "0.7", "--seed", "0", "--base-url", vllm_server,
+                 "--runs-dir", str(runs)]) == 0
+    (run_dir,) = list(runs.iterdir())
+    report = build_report(run_dir)
+    by = {s.strategy: s for s in report.strategies}
+    assert set(by) == {"2:1", "1:2"} and report.infra_errors == 0 and report.missing == 0
+    assert by["2:1"].generations == 6 and 3 <= by["1:2"].generations <= 6
+    store = AttemptStore.open(run_dir)
+    attempts = list(store.iter_attempts(with_messages=True))
+    store.close()
+    assert all(a.feedback_verdict is not None and a.cached_prompt_tokens is not None for a in attempts)
+    firsts = {(a.task_id, a.chain): a for a in attempts if a.strategy == "1:2" and a.turn == 0}
+    for a in (a for a in attempts if a.turn == 1):
+        first = firsts[(a.task_id, a.chain)]
+        assert first.feedback_verdict is not Verdict.PASSED  # the chain only goes on after a failure
+        assert a.messages[: len(first.messages)] == first.messages  # extends the first prompt unchanged
+        assert a.messages[-1]["content"] == first.feedback and a.prompt_tokens > first.prompt_tokens
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {s["name"] for s in out["strategies"]} == {"2:1", "1:2"} and out["tasks"] == 3
+    for name in ("compare.json", "compare_generations.png", "compare_total_tokens.png", "compare_pass_at_k.png"):
+        assert (run_dir / name).stat().st_size > 0
