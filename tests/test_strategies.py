@@ -154,3 +154,25 @@ def test_adaptive_follows_the_table_for_the_probed_bin(server, tmp_path, monkeyp
     by = {s.strategy: s for s in build_report(run_dir).strategies}
     assert (by["adaptive"].success, by["4:1"].success) == (1.0, 0.0)
     assert build_report(run_dir).missing == 0
+
+
+def test_adaptive_without_a_table_learns_it_on_the_first_fold_then_compare(server, tmp_path, monkeypatch, capsys):
+    base_url, _, _ = server
+    monkeypatch.setenv("AGENTLOOP_CACHE", str(tmp_path / "cache"))
+    args = run_args(base_url, tmp_path, "--splits", "4:1,1:4", "--budget", "4", "--adaptive")
+    args[args.index("--tasks") + 1] = "smoke/0,smoke/1,smoke/2,smoke/3,smoke/5"
+    assert main(args) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    with sqlite3.connect(run_dir / "attempts.sqlite") as db:
+        meta = json.loads(db.execute("SELECT value FROM meta WHERE key = 'adaptive'").fetchone()[0])
+    # folds = 5: one task builds the table (there 1:4 beats 4:1), adaptive runs on the other four
+    assert len(meta["tasks"]) == 4 and set(meta["table"]["best"].values()) == {"1:4"}
+    adaptive_tasks = {t for s, t, *_ in attempts(run_dir) if s == "adaptive"}
+    assert adaptive_tasks == set(meta["tasks"])
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # compared on the tasks every strategy ran: adaptive's four, not the fold its table came from
+    assert out["tasks"] == 4
+    full = {c["strategy"]: c["points"][-1]["mean"] for c in out["success"]["generations"]}
+    assert full == {"4:1": 0.0, "1:4": 1.0, "adaptive": 1.0}
