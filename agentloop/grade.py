@@ -24,12 +24,12 @@ from agentloop.runner import create_store, new_run_dir
 from agentloop.sandbox import DockerPool
 from agentloop.sandbox.types import Sandbox
 from agentloop.store import AttemptStore
+from agentloop.strategy import GRADE
 from agentloop.tasks.loaders import read_jsonl
 from agentloop.tasks.model import Task
 from agentloop.tasks.suites import load_suite
 from agentloop.verify import calibrate_time_limits, graded_attempt
 
-GRADE = "grade"
 
 
 def load_samples(path: Path, known: set[str]) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from agentloop.sandbox.types import Verdict
 from agentloop.metrics import PassAtK, bootstrap_ci, count_by_task, pass_at_k, pass_at_ks
 from agentloop.selection import Candidate, code_key, select
 from agentloop.store import AttemptStore
-from agentloop.strategy import ADAPTIVE, fixed_splits
+from agentloop.strategy import ADAPTIVE, GRADE, Split, fixed_splits
 
 PNG_NAME = "pass_at_k.png"
 MAX_REASONS = 3
@@ -127,7 +127,7 @@ def build_report(run_dir: Path) -> Report:
             model=cfg.get("model", {}).get("model", ""), samples_requested=samples, tasks=len(counts),
             attempts=sum(len(c) for c in scan.candidates.values()),
             infra_errors=sum(scan.infra.values()),
-            missing=_missing(cfg, task_ids, scan, store.get_meta("adaptive")),
+            missing=_missing(cfg, task_ids, scan, store.get_meta("adaptive"), bool(store.get_meta("graded_file"))),
             verdicts=dict(sorted(scan.verdicts.items())),
             prompt_tokens=sum(p for _, p, _ in scan.request_prompt.values()),
             completion_tokens=sum(scan.completion.values()), pass_at_k=pass_at_ks(counts), per_task=per_task,
@@ -156,7 +156,8 @@ def _summary(name: str, scan: _Scan) -> StrategySummary:
     )
 
 
-def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: dict[str, Any] | None) -> int:
+def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: dict[str, Any] | None,
+             graded: bool) -> int:
     """Chains a resume would start or continue: never started, or ended by an infra error, or
     interrupted before their last turn."""
     from agentloop.schedule import allocate
@@ -165,7 +166,9 @@ def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: di
     stop = cfg.get("revision", {}).get("stop_on_feedback_pass", True)
     expected: dict[tuple[str, str], list[int]] = {}
     missing = 0
-    for split in fixed_splits(cfg.get("splits"), int(cfg.get("samples", 0))):
+    samples = int(cfg.get("samples", 0))
+    splits = [Split(GRADE, samples, 1)] if graded else fixed_splits(cfg.get("splits"), samples, bool(adaptive))
+    for split in splits:
         for t in task_ids:
             expected[(split.name, t)] = [split.turns] * split.chains
     if adaptive:
@@ -187,13 +190,14 @@ def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: di
 def print_report(report: Report, console: Console) -> None:
     console.print(
         f"[bold]{report.run_dir}[/]  suite={report.suite} model={report.model} tasks={report.tasks} "
-        f"samples/task={report.samples_requested}"
+        + (f"strategies={','.join(s.strategy for s in report.strategies)}" if _chains(report)
+           else f"samples/task={report.samples_requested}")
     )
     table = Table("k", "pass@k", "95% CI (tasks bootstrap)", "tasks", title="pass@k over first turns")
     for row in report.pass_at_k:
         table.add_row(str(row.k), f"{row.mean:.3f}", f"[{row.ci_low:.3f}, {row.ci_high:.3f}]", str(row.tasks))
     console.print(table)
-    if len(report.strategies) > 1 or any(s.generations > s.chains for s in report.strategies):
+    if _chains(report):
         console.print(strategy_table(report.strategies))
     verdicts = ", ".join(f"{k} {v}" for k, v in report.verdicts.items())
     console.print(
@@ -206,10 +210,15 @@ def print_report(report: Report, console: Console) -> None:
     console.print(f"tokens: {report.prompt_tokens} prompt (once per request), {report.completion_tokens} completion")
 
 
+def _chains(report: Report) -> bool:
+    """Whether the run is more than plain parallel sampling (several strategies, or revisions)."""
+    return len(report.strategies) > 1 or any(s.generations > s.chains for s in report.strategies)
+
+
 def strategy_table(rows: list[StrategySummary]) -> Table:
-    table = Table("strategy", "success (feedback-selected)", "95% CI", "oracle*", "turn-0 pass",
-                  "generations", "prompt tok (cached)", "completion tok",
-                  title="per strategy (* oracle: any attempt passes the grading tests; not selectable)")
+    table = Table("strategy", "success", "95% CI", "oracle*", "turn-0 pass", "gens", "prompt tok (cached)", "compl. tok",
+                  title="per strategy: success = the answer picked with the feedback tests passes the grading tests\n"
+                        "(* oracle: any attempt passes the grading tests; not selectable)")
     for r in rows:
         table.add_row(r.strategy, f"{r.success:.3f}", f"[{r.success_ci[0]:.3f}, {r.success_ci[1]:.3f}]",
                       f"{r.oracle:.3f}", f"{r.first_turn_pass:.3f}", str(r.generations),

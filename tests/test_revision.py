@@ -17,6 +17,7 @@ from agentloop.model.scripted import ScriptedReply, ScriptedRequest, scripted_se
 from agentloop.sandbox import DockerPool, SandboxConfig, Verdict
 from agentloop.strategy import Request
 from agentloop.tasks.suites import load_suite
+from agentloop.verify import grade
 
 pytestmark = pytest.mark.usefixtures("docker_ready")
 
@@ -94,3 +95,55 @@ def test_revision_beats_parallel_at_equal_generations_and_never_leaks_grading_te
     leaked = [line for r in requests for m in r.messages for line in grading_only_lines(SQUARE) if line in m["content"]]
     assert leaked == []
     assert re.search(r"candidate\(-4\)|candidate\(12\)", SQUARE.grading_tests)  # the scan can fail
+
+
+SNOOP = '''
+import gc, sys
+
+def square(x):
+    return x + x
+
+MARKER = "assert snoop_marker_is_visible"  # proves the scan below finds strings it can reach
+found = set()
+
+def look(value, depth=0):  # gc.get_objects() lists every container: two levels are enough
+    if depth > 2:
+        return
+    if isinstance(value, str) and "assert" in value:
+        found.add(value)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            if isinstance(v, str) and "assert" in v:
+                found.add(v)
+    elif isinstance(value, dict):
+        for k, v in list(value.items()):
+            look(k, depth + 1)
+            look(v, depth + 1)
+    elif type(value).__name__ == "code":
+        look(value.co_consts, depth + 1)
+
+frame = sys._getframe()
+while frame is not None:
+    look(dict(frame.f_locals))
+    look(dict(frame.f_globals))
+    frame = frame.f_back
+for obj in gc.get_objects():
+    look(obj)
+sys.stderr.write("\\n".join(sorted(found)))
+'''
+
+
+def test_a_candidate_that_snoops_its_memory_finds_no_grading_test_to_echo_into_feedback():
+    """Feedback output reaches the next prompt, so the candidate's process must not hold the
+    grading tests (of this job, of earlier jobs in the same warm container, or their output)."""
+    async def main():
+        async with DockerPool.start(SandboxConfig(pool_size=1)) as pool:  # one container: every job shares it
+            graded = await grade(pool, SQUARE, SNOOP, 5)
+            checked = await run_feedback_tests(pool, SQUARE, SNOOP, 5)
+            return graded, checked
+
+    graded, checked = anyio.run(main)
+    assert (graded.verdict, checked.verdict) == (Verdict.FAILED, Verdict.FAILED)
+    assert "snoop_marker_is_visible" in checked.stderr  # the scan works
+    leaked = [line for line in grading_only_lines(SQUARE) if line in checked.stderr + checked.stdout]
+    assert leaked == []

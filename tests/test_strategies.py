@@ -176,3 +176,17 @@ def test_adaptive_without_a_table_learns_it_on_the_first_fold_then_compare(serve
     assert out["tasks"] == 4
     full = {c["strategy"]: c["points"][-1]["mean"] for c in out["success"]["generations"]}
     assert full == {"4:1": 0.0, "1:4": 1.0, "adaptive": 1.0}
+
+
+def test_allocate_and_fixed_splits():
+    from agentloop.schedule import allocate
+    from agentloop.strategy import Split, fixed_splits
+
+    assert allocate(2, 4, 4) == [3, 1]  # the probe chains go on first
+    assert allocate(2, 1, 8) == [1] * 8  # parallel: new one-turn chains fill the budget
+    assert allocate(2, 2, 8) == [2, 2, 2, 2]
+    assert allocate(3, 8, 8) == [6, 1, 1]
+    assert sum(allocate(2, 3, 11)) == 11
+    assert fixed_splits(None, 5) == [Split("parallel", 5, 1)]
+    assert fixed_splits(None, 5, adaptive=True) == []  # adaptive with a table and no splits runs alone
+    assert [s.name for s in fixed_splits(["4x1", "2:2"], 5)] == ["4:1", "2:2"]

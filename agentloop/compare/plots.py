@@ -21,6 +21,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _plain_log_x(ax: Any) -> None:
+    """Log x with plain numbers (1, 2, 4, 1000) instead of 2×10^0."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}" if x >= 1 else f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _band(ax: Any, curve: Curve, label: str, **style: Any) -> str:
     xs = [p.budget for p in curve.points]
     line = ax.plot(xs, [p.mean for p in curve.points], marker="o", ms=3, label=label, **style)[0]
@@ -42,7 +51,9 @@ def _unit_png(plt: Any, c: Comparison, unit: str, path: Path) -> Path:
         if (opt := by_unit.get(unit)) and opt.points:
             _band(ax, Curve(f"optimal ({kind})", unit, False, opt.points), f"compute-optimal ({kind} bins, CV)",
                   linestyle="--", color="black" if kind == "predicted" else "gray")
-    ax.set_xscale("log")
+    _plain_log_x(ax)
+    if unit == "generations":
+        ax.set_xticks(sorted({p.budget for cv in c.success[unit] for p in cv.points}))
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"budget per task ({unit.replace('_', ' ')})")
     ax.set_ylabel("success (selected attempt passes)")
@@ -86,6 +97,8 @@ def _pass_at_k_png(plt: Any, c: Comparison, path: Path) -> Path:
                    label=f"1 - exp(-a·k^-b), a={pl.a:.2f}, b={pl.b:.2f}")
     right.set(xscale="log", yscale="log", xlabel="k", ylabel="fail@k", title="fail@k (log-log) and power-law fit")
     for ax in (left, right):
+        _plain_log_x(ax)
+        ax.set_xticks(ks)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(plt, fig, path)

@@ -786,7 +786,8 @@ def run_job(job):
     timeout_s = float(job["timeout_s"])
     limit = int(job.get("output_limit", 16384))
     graded = "program" not in job
-    code = compiled_tests(job["tests"]) if graded else None  # a broken suite: infra_error, no fds open
+    # A broken suite: infra_error, no fds open. Held in a list the candidate's process can empty.
+    code = [compiled_tests(job["tests"])] if graded else None
     os.makedirs(JOB_DIR, exist_ok=True)
     (out_r, out_w), (err_r, err_w), (res_r, res_w) = os.pipe(), os.pipe(), os.pipe()
     caps = {out_r: Capture(limit), err_r: Capture(limit), res_r: Capture(RESULT_CAP)}
@@ -833,7 +834,9 @@ def run_job(job):
 
 def start_graded(job, code, out_w, err_w, res_w):
     """Fork the tests' process, then the candidate's, and only then make the secret and hand it
-    to the tests: the candidate's process never had it in memory, nor the result pipe open."""
+    to the tests: the candidate's process never had it in memory, nor the result pipe open.
+    The candidate's process also drops every Python reference to test code it inherited (this
+    job's, and the cached tests of earlier jobs) before the candidate runs; see SECURITY.md."""
     import socket
 
     tests_end, cand_end = (s.detach() for s in socket.socketpair())
@@ -841,11 +844,15 @@ def start_graded(job, code, out_w, err_w, res_w):
     pid = os.fork()
     if pid == 0:
         os.close(go_w)
-        in_child(tests_child, job["tests"], code, job["entry_point"], out_w, err_w, res_w, tests_end, go_r)
+        in_child(tests_child, job["tests"], code[0], job["entry_point"], out_w, err_w, res_w, tests_end, go_r)
     os.close(go_r)
     cpid = os.fork()
     if cpid == 0:
-        in_child(candidate_child, job["candidate"], out_w, err_w, cand_end)
+        source = job["candidate"]
+        job.clear()  # the same dict the executor's loop holds
+        code.clear()
+        TESTS_CACHE.clear()
+        in_child(candidate_child, source, out_w, err_w, cand_end)
     for fd in (out_w, err_w, res_w, tests_end, cand_end):
         os.close(fd)
     secret = os.urandom(16).hex()
@@ -955,6 +962,7 @@ def main():
             result = {"id": job.get("id"), "verdict": "infra_error", "duration_s": 0.0,
                       "detail": "executor: %s: %s" % (type(e).__name__, e)}
         write_frame(result_out, result)
+        job = result = None  # a later job's candidate must not find this one's tests or output
 
 
 if __name__ == "__main__":
