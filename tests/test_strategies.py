@@ -154,6 +154,11 @@ def test_adaptive_follows_the_table_for_the_probed_bin(server, tmp_path, monkeyp
     by = {s.strategy: s for s in build_report(run_dir).strategies}
     assert (by["adaptive"].success, by["4:1"].success) == (1.0, 0.0)
     assert build_report(run_dir).missing == 0
+    # a resumed run decides from the table stored in the run dir, not from the file it came from
+    table.unlink()
+    before = len(attempts(run_dir))
+    assert main(["run", "--resume", str(run_dir), "--base-url", base_url]) == 0
+    assert len(attempts(run_dir)) == before
 
 
 def test_adaptive_without_a_table_learns_it_on_the_first_fold_then_compare(server, tmp_path, monkeypatch, capsys):
