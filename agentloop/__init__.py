@@ -15,6 +15,7 @@ from agentloop.errors import (
     RunDirError,
     ServerUnreachable,
 )
+from agentloop.math import answers_equal, canonical_answer
 from agentloop.metrics import pass_at_k
 from agentloop.model.client import Completion, ModelClient
 from agentloop.model.config import ModelConfig, SamplingParams
@@ -30,6 +31,6 @@ __all__ = [
     "AgentloopError", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
     "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ImageMissing", "InfraError",
     "ModelClient", "ModelConfig", "Report", "RunConfig", "RunDirError", "SamplingParams", "Sandbox",
-    "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "build_report", "load_config",
-    "load_jsonl", "load_suite", "pass_at_k", "run",
+    "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "answers_equal", "build_report",
+    "canonical_answer", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
 ]

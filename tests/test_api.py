@@ -6,8 +6,8 @@ EXPECTED = {
     "AgentloopError", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
     "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ImageMissing", "InfraError",
     "ModelClient", "ModelConfig", "Report", "RunConfig", "RunDirError", "SamplingParams", "Sandbox",
-    "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "build_report", "load_config",
-    "load_jsonl", "load_suite", "pass_at_k", "run",
+    "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "answers_equal", "build_report",
+    "canonical_answer", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
 }
 
 
