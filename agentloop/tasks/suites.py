@@ -6,9 +6,15 @@ from pathlib import Path
 
 from agentloop.config import from_mapping, read_toml
 from agentloop.errors import ConfigError, DataError
+from agentloop.math.data import MATH_SYSTEM_PROMPT
 from agentloop.tasks.feedback_tests import FEEDBACK_MODES, with_feedback_tests
 from agentloop.tasks.loaders import humaneval_path, load_jsonl
 from agentloop.tasks.model import Suite, Task
+
+
+CODE_FORMATS = ("humaneval", "jsonl")
+MATH_FORMATS = {"math500": "math500", "gsm8k": "gsm8k", "math_jsonl": "jsonl"}
+"""Suite format → the math loader's format."""
 
 
 def suites_dir() -> Path:
@@ -37,9 +43,14 @@ def load_suite_definition(name_or_path: str) -> tuple[Suite, Path]:
     path = suite_file(name_or_path)
     raw = read_toml(path)
     raw.setdefault("name", path.stem)
+    if raw.get("format") in MATH_FORMATS:  # math suites default to the \boxed{} prompt and no feedback tests
+        raw.setdefault("system_prompt", MATH_SYSTEM_PROMPT)
+        raw.setdefault("user_template", "{prompt}")
+        raw.setdefault("feedback", "none")
     suite = from_mapping(Suite, raw, str(path))
-    if suite.format not in ("humaneval", "jsonl"):
-        raise ConfigError(f"{path}: 'format' must be 'humaneval' or 'jsonl', got {suite.format!r}")
+    if suite.format not in CODE_FORMATS + tuple(MATH_FORMATS):
+        expected = ", ".join(repr(f) for f in CODE_FORMATS + tuple(MATH_FORMATS))
+        raise ConfigError(f"{path}: 'format' must be one of {expected}, got {suite.format!r}")
     if suite.feedback not in FEEDBACK_MODES:
         raise ConfigError(f"{path}: 'feedback' must be one of {', '.join(map(repr, FEEDBACK_MODES))}, got {suite.feedback!r}")
     return suite, path
@@ -56,11 +67,20 @@ def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[
     elif suite.path:
         source = (path.parent / suite.path).resolve()
     else:
-        raise ConfigError(f"{path}: 'path' is required for format 'jsonl'")
-    tasks = [t for t in load_jsonl(source) if t.id not in suite.skip]
+        raise ConfigError(f"{path}: 'path' is required for format {suite.format!r}")
+    loaded = load_math_tasks(source, MATH_FORMATS[suite.format]) if suite.format in MATH_FORMATS else load_jsonl(source)
+    tasks = [t for t in loaded if t.id not in suite.skip]
     if not tasks:
         raise DataError(f"{source}: no tasks left after skipping {list(suite.skip)}")
     return suite, with_feedback_tests(tasks, suite.feedback)
+
+
+def load_math_tasks(source: Path, fmt: str) -> list[Task]:
+    """Math problems as Tasks: the problem is the prompt, the answer is graded by canonical form."""
+    from agentloop.math.data import load_math
+
+    return [Task(id=p.id, prompt=p.problem, entry_point="", grading_tests="", reference=None,
+                 metadata=p.metadata, answer=p.answer) for p in load_math(source, fmt)]
 
 
 def select(tasks: list[Task], limit: int | None, task_ids: list[str] | None) -> list[Task]:
