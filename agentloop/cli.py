@@ -42,6 +42,7 @@ FLAG_FIELDS = {
     "extra_body": "sampling.extra_body", "pool_size": "sandbox.pool_size", "image": "sandbox.image",
     "splits": "splits", "budget": "budget", "budget_unit": "budget_unit", "feedback_chars": "revision.feedback_chars",
     "adaptive": "adaptive.enabled", "adaptive_table": "adaptive.table", "probe": "adaptive.probe",
+    "scorer": "scorer.kind",
 }
 
 
@@ -64,6 +65,8 @@ def _run_parser(sub: Any) -> None:
                    help="also run adaptive allocation: a probe per task picks its split")
     g.add_argument("--adaptive-table", metavar="COMPARE_JSON", help="a previous run's compare.json (or run dir)")
     g.add_argument("--probe", type=int, help="adaptive: probe samples per task (default 2)")
+    g.add_argument("--scorer", choices=("none", "self", "reward"),
+                   help="math: score attempts for weighted voting and best-of-n ([scorer] table for reward models)")
     m = p.add_argument_group("model")
     m.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     m.add_argument("--model", help="served model name")

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, get_args, get_origin
 
 from agentloop.errors import ConfigError
 from agentloop.model.config import ModelConfig, SamplingParams
+from agentloop.math.scorers import ScorerConfig
 from agentloop.sandbox.config import SandboxConfig
 from agentloop.strategy import parse_split
 
@@ -71,6 +72,9 @@ class RunConfig:
     """"generations" or "tokens" (prompt, re-sent context included, + completion)."""
     revision: RevisionConfig = field(default_factory=RevisionConfig)
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    """Math: scores each attempt for weighted voting and best-of-n (`[scorer] kind = "self"` asks
+    the policy model itself; "reward" a reward model behind vLLM's /pooling)."""
     runs_dir: str = "runs"
     """Where new run directories are created."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -123,7 +127,10 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str, prefix: str = "
         if get_origin(tp) is tuple or tp is tuple:
             value = tuple(value)
         kwargs[key] = float(value) if tp is float else value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a config object's own checks (e.g. ScorerConfig) name the field, not the file
+        raise ConfigError(f"{where}: {e}") from None
 
 
 _TOML_WHERE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")

@@ -41,6 +41,8 @@ class Context:
     task_index: Mapping[str, int] = field(default_factory=dict)
     token_share: float | None = None
     """Tokens one chain may spend (token budgets): no new turn starts once it is spent."""
+    scorer: Callable[[str, str], Awaitable[float | None]] | None = None
+    """Math: (problem, solution) → score for weighted voting and best-of-n."""
 
 
 def first_messages(suite: Suite, task: Task) -> list[dict[str, Any]]:
@@ -123,7 +125,7 @@ async def finish_turn(ctx: Context, task: Task, chain: int, turn: int, messages:
         extra={"seed": seed, "finish_reason": c.finish_reason, "time_limit_s": limit, "http_tries": c.attempts},
     )
     if task.is_math:  # no tests to show: a revision turn asks the model to check its own work
-        attempt = dataclasses.replace(attempt, feedback=MATH_REVISION_PROMPT)
+        attempt = dataclasses.replace(attempt, feedback=MATH_REVISION_PROMPT, extra=await _scored(ctx, task, c, attempt))
     elif attempt.kind is AttemptKind.COMPLETED:
         checked = await run_feedback_tests(ctx.sandbox, task, attempt.code or "", limit)
         if checked is not None and checked.verdict is Verdict.INFRA_ERROR:
@@ -134,6 +136,16 @@ async def finish_turn(ctx: Context, task: Task, chain: int, turn: int, messages:
                                           feedback_verdict=checked.verdict if checked else None)
     await ctx.record(attempt)
     return attempt
+
+
+async def _scored(ctx: Context, task: Task, c: Completion, attempt: Attempt) -> dict[str, Any]:
+    """The attempt's extra with its score; a scorer failure leaves the score out (never a wrong answer)."""
+    if ctx.scorer is None:
+        return attempt.extra
+    try:
+        return {**attempt.extra, "score": await ctx.scorer(task.prompt, c.text)}
+    except InfraError as e:
+        return {**attempt.extra, "score": None, "score_error": str(e)}
 
 
 def _infra(ctx: Context, task: Task, chain: int, turn: int, messages: list[dict[str, Any]], started: float,

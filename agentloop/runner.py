@@ -26,6 +26,7 @@ from agentloop.attempt import Attempt
 from agentloop.config import RunConfig, from_mapping, get_field, set_field, to_dict, validate
 from agentloop.errors import ConfigError, RunDirError
 from agentloop.loop import Context
+from agentloop.math.scorers import make_scorer
 from agentloop.model.client import ModelClient
 from agentloop.progress import RunProgress
 from agentloop.report import Report, write_outputs
@@ -145,13 +146,15 @@ async def run(
             suite, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
             tasks = select(all_tasks, cfg.limit, cfg.task_ids)
             run_dir, run_id = new_run_dir(cfg)
-        async with ModelClient(cfg.model, cfg.sampling) as client:
+        scorer = make_scorer(cfg.scorer, base_url=cfg.model.base_url, model=cfg.model.model)
+        async with ModelClient(cfg.model, cfg.sampling) as client, scorer:
             await _preflight(cfg, client, tasks)
             if store is None:
                 store = await anyio.to_thread.run_sync(create_store, run_dir, run_id, cfg, tasks, suite)
             with logs.to_file(run_dir / "log.jsonl"):
                 log.info("run start", run_id=run_id, run_dir=str(run_dir), tasks=len(tasks), resume=bool(resume))
-                await _execute(cfg, suite, tasks, limits, store, client, run_id, console, given)
+                await _execute(cfg, suite, tasks, limits, store, client, run_id, console, given,
+                               scorer if cfg.scorer.kind != "none" else None)
                 store.set_meta("finished_at", time.time())
     finally:
         if store is not None:
@@ -162,6 +165,7 @@ async def run(
 async def _execute(
     cfg: RunConfig, suite: Suite, tasks: list[Task], limits: dict[str, float], store: AttemptStore,
     client: ModelClient, run_id: str, console: Console, given: AdaptiveTable | None,
+    scorer: Callable[[str, str], Awaitable[float | None]] | None = None,
 ) -> None:
     sandbox = DockerPool.start(cfg.sandbox, run_id) if needs_sandbox(tasks) else nullcontext(NoSandbox())
     async with sandbox as pool:
@@ -170,7 +174,7 @@ async def _execute(
                 limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
             await anyio.to_thread.run_sync(store.put_tasks, tasks, limits)
         ctx = Context(client, pool, suite, limits, _no_record, PARALLEL, cfg.revision, cfg.sampling.seed,
-                      {t.id: i for i, t in enumerate(tasks)})
+                      {t.id: i for i, t in enumerate(tasks)}, scorer=scorer)
         splits = fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled)
         most = sum(s.generations for s in splits) * len(tasks)
         await _phase(store, console, most, partial(_run_fixed, ctx, cfg, tasks, splits, store))

@@ -101,3 +101,21 @@ def test_gsm8k_slice_against_real_vllm(vllm_server, tmp_path):
     with sqlite3.connect(run_dir / "attempts.sqlite") as db:
         extras = [json.loads(e) for (e,) in db.execute("SELECT extra FROM attempts")]
     assert all("answer" in e for e in extras)
+
+
+def test_self_verification_scores_feed_weighted_vote_and_best_of_n(tmp_path):
+    def judge(request: ScriptedRequest) -> ScriptedReply:
+        last = request.messages[-1]["content"]
+        if "Is the solution correct?" not in last:
+            return script(request)
+        right = any(f"\\boxed{{{t.answer}}}" in last for t in GSM.values())
+        return ScriptedReply(texts=["Yes" if right else "No"],
+                             top_logprobs=[{"Yes": -0.1, "No": -2.5} if right else {"Yes": -2.5, "No": -0.1}])
+
+    with scripted_server_in_thread(judge) as server:
+        assert main(["run", "--suite", "gsm8k", "--tasks", "gsm8k/1", "-n", "4", "--scorer", "self",
+                     "--base-url", server.base_url, "--model", "scripted", "--runs-dir", str(tmp_path / "runs")]) == 0
+    report = build_report(run_dir_of(tmp_path))
+    at4 = {r.method: r.mean for r in report.math if r.group == "all" and r.n == 4}
+    # "3" once (scored 0.92) against "2" three times (0.08 each): the vote is wrong, the scores are right
+    assert at4 == {"pass": 1.0, "majority": 0.0, "weighted": 1.0, "best": 1.0}
