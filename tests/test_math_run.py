@@ -59,6 +59,9 @@ def test_gsm8k_is_graded_by_canonical_answer_without_a_sandbox(tmp_path, capsys)
     assert report.strategies[0].success == pytest.approx(2 / 3)  # the run's selection is the majority vote
     assert main(["report", str(run_dir)]) == 0
     assert "maj@n" in capsys.readouterr().out
+    assert main(["compare", str(run_dir), "--json"]) == 0  # compare works on math runs and carries the votes
+    out = json.loads(capsys.readouterr().out)
+    assert {(r["n"], r["method"]): r["mean"] for r in out["math"] if r["group"] == "all"}[(4, "majority")] == pytest.approx(2 / 3)
 
 
 def test_math_revision_turns_ask_to_check_the_work(tmp_path):

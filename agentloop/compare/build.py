@@ -15,6 +15,7 @@ from agentloop.compare.per_task import make_grids, walk_all
 from agentloop.compare.results import BinRow, BinTable, Comparison, Curve, OptimalCurve, PerTask
 from agentloop.compare.stats import bootstrap_points, fit_power_law, pass_at_k_rows
 from agentloop.errors import ConfigError
+from agentloop.report import build_report
 from agentloop.metrics import TaskCounts
 
 KINDS = ("predicted", "oracle")
@@ -49,6 +50,7 @@ def build_comparison(
         per_task=per_task, notes=_notes(data),
     )
     c.adaptive = adaptive_table(c)
+    c.math = build_report(Path(run_dir)).math  # maj@n, weighted@n, best-of-n for math runs
     return c
 
 

@@ -36,6 +36,10 @@ def print_comparison(c: Comparison, console: Console) -> None:
     for table in c.bins.values():
         _bin_table(c, table, console)
     _pass_at_k(c, console)
+    if c.math:
+        from agentloop.report import math_table
+
+        console.print(math_table(c.math))
 
 
 def _unit_table(c: Comparison, unit: str, console: Console) -> None:

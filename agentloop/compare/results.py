@@ -98,6 +98,8 @@ class Comparison:
     per_task: PerTask
     adaptive: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    math: list[Any] = field(default_factory=list)
+    """Math runs: pass@n, maj@n, weighted@n, best-of-n per n, level and subject (`report`'s VoteRows)."""
 
     @property
     def fixed(self) -> list[str]:
