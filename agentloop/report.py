@@ -24,7 +24,8 @@ from agentloop.math.metrics import METHODS, Sample, VoteRow, vote_rows
 from agentloop.metrics import PassAtK, bootstrap_ci, count_by_task, pass_at_k, pass_at_ks
 from agentloop.selection import Candidate, code_key, select
 from agentloop.store import AttemptStore
-from agentloop.strategy import ADAPTIVE, GRADE, Split, fixed_splits
+from agentloop.schedule import allocate
+from agentloop.strategy import ADAPTIVE, GRADE, Split, fixed_splits, parse_split
 
 PNG_NAME = "pass_at_k.png"
 MAX_REASONS = 3
@@ -174,9 +175,6 @@ def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: di
              graded: bool) -> int:
     """Chains a resume would start or continue: never started, or ended by an infra error, or
     interrupted before their last turn."""
-    from agentloop.schedule import allocate
-    from agentloop.strategy import parse_split
-
     stop = cfg.get("revision", {}).get("stop_on_feedback_pass", True)
     expected: dict[tuple[str, str], list[int]] = {}
     missing = 0

@@ -141,7 +141,7 @@ async def run(
     try:
         given = None  # a resumed run reads its table from the store's meta, not from the file it came from
         if cfg.adaptive.enabled and cfg.adaptive.table and store is None:
-            given = load_adaptive_table(Path(cfg.adaptive.table), cfg)
+            given = await anyio.to_thread.run_sync(load_adaptive_table, Path(cfg.adaptive.table), cfg)
         if store is None:
             suite, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
             tasks = select(all_tasks, cfg.limit, cfg.task_ids)

@@ -2,7 +2,6 @@
 that must come back within the timeout, and every MATH-500 ground truth canonicalizing."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -80,19 +79,21 @@ PATHOLOGICAL = [r"10^{10^{10}}", r"9^{9^{9^{9}}}", "+".join(f"x^{{{i}}}" for i i
                 r"\left(" * 50, r"2^{2^{2^{2^{2^{2}}}}}", r"100!"]
 
 
+# No wall-clock assertions: a hang fails through the per-test timeout (a guard, not a threshold),
+# and a tower that is cut off shows as a fallback to the normalized string.
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("s", PATHOLOGICAL, ids=range(len(PATHOLOGICAL)))
 def test_pathological_inputs_return(s):
-    t0 = time.monotonic()
     out = canonical_answer(s)
     assert isinstance(out, str)
-    assert time.monotonic() - t0 < 20  # timeout 2 s; a generous bound, never a tight threshold
     assert answers_equal(s, s)
 
 
+@pytest.mark.timeout(120)
 def test_pathological_batch_returns_and_pool_survives():
-    t0 = time.monotonic()
-    out = canonical_answers([r"7^{7^{7^{7}}}", r"\frac{2}{4}", r"8^{8^{8^{8}}}", "0.5"])
-    assert time.monotonic() - t0 < 40
+    towers = [r"7^{7^{7^{7}}}", r"8^{8^{8^{8}}}"]
+    assert [c.parsed for c in canonicals(towers)] == [False, False]  # killed at the timeout, kept as strings
+    out = canonical_answers([towers[0], r"\frac{2}{4}", towers[1], "0.5"])
     assert out[1] == out[3] == "1/2"
     assert canonical_answer(r"\frac{6}{12}") == "1/2"
 

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from agentloop.compare.results import ORACLE_LABEL, BinTable, Comparison
 from agentloop.compare.stats import Point
+from agentloop.report import math_table
 
 
 def fmt_budget(b: float) -> str:
@@ -37,8 +38,6 @@ def print_comparison(c: Comparison, console: Console) -> None:
         _bin_table(c, table, console)
     _pass_at_k(c, console)
     if c.math:
-        from agentloop.report import math_table
-
         console.print(math_table(c.math))
 
 

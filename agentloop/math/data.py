@@ -14,7 +14,7 @@ from typing import Any
 
 from agentloop.errors import DataError
 from agentloop.math.extract import gsm8k_answer
-from agentloop.tasks.loaders import read_jsonl
+from agentloop.tasks.loaders import load_unique
 
 FORMATS = ("math500", "gsm8k", "jsonl")
 
@@ -168,19 +168,14 @@ def load_math(path: str | Path, format: str | None = None) -> list[MathProblem]:
     path = Path(path)
     if format is not None and format not in FORMATS:
         raise DataError(f"{path}: unknown math format {format!r}; expected one of {', '.join(FORMATS)}")
-    problems: list[MathProblem] = []
-    seen: set[str] = set()
-    for index, (where, row) in enumerate(read_jsonl(path)):
-        if format is None:
-            format = detect_format(row, where)
-        problem = _ROW_READERS[format](row, where, index)
-        if problem.id in seen:
-            raise DataError(f"{where}: duplicate id {problem.id!r}")
-        seen.add(problem.id)
-        problems.append(problem)
-    if not problems:
-        raise DataError(f"{path}: no problems (empty dataset); expected one JSON object per line")
-    return problems
+    detected = format
+
+    def parse(row: dict[str, Any], where: str, index: int) -> MathProblem:
+        nonlocal detected
+        detected = detected or detect_format(row, where)  # the first row decides
+        return _ROW_READERS[detected](row, where, index)
+
+    return load_unique(Path(path), parse, "id", "problems")
 
 
 def load_math500(path: str | Path) -> list[MathProblem]:

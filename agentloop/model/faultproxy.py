@@ -44,7 +44,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from anyio.from_thread import start_blocking_portal
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from agentloop.model.http1 import error_reply, head, read_head, serve_connection
+from agentloop.model.http1 import error_reply, head, read_head, serve_connection, serving
 
 log = structlog.get_logger()
 
@@ -302,12 +302,8 @@ async def serve_fault_proxy(
     timeout = httpx.Timeout(None, connect=10.0)  # the client behind the proxy has its own timeout
     async with httpx.AsyncClient(base_url=origin, limits=limits, timeout=timeout) as http:
         proxy._http = http
-        async with listener, anyio.create_task_group() as tg:
-            tg.start_soon(listener.serve, proxy.handle)
-            try:
-                yield proxy
-            finally:
-                tg.cancel_scope.cancel()
+        async with serving(listener, proxy.handle):
+            yield proxy
 
 
 @contextlib.contextmanager

@@ -5,13 +5,14 @@ faults at the byte level, which a full HTTP server would not let them do."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
 import httpx
 import structlog
-from anyio.abc import SocketStream
+from anyio.abc import Listener, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 log = structlog.get_logger()
@@ -82,3 +83,14 @@ def error_reply(status: int, message: str) -> bytes:
     """vLLM's error shape: {"error": {"message", "type", "param", "code"}}."""
     kind = _ERROR_TYPES.get(status, "InternalServerError")
     return response(status, json.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}}).encode())
+
+
+@asynccontextmanager
+async def serving(listener: Listener[SocketStream], handle: Callable[[SocketStream], Awaitable[None]]) -> AsyncIterator[None]:
+    """Serve `handle` on every connection of `listener` until the block ends."""
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()

@@ -36,7 +36,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from anyio.from_thread import start_blocking_portal
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from agentloop.model.http1 import error_reply, read_head, response, serve_connection
+from agentloop.model.http1 import error_reply, read_head, response, serve_connection, serving
 
 log = structlog.get_logger()
 
@@ -212,9 +212,6 @@ class ScriptedServer:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             await stream.send(error_reply(400, f"bad chat-completion request: {e}"))
             return True
-        if model not in self.models:
-            await stream.send(error_reply(404, f"The model `{model}` does not exist."))
-            return True
         request = ScriptedRequest(messages=messages, n=n, model=model, params=params, index=self.request_count)
         return await self._answer(stream, request, self._completion_body)
 
@@ -228,9 +225,6 @@ class ScriptedServer:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             await stream.send(error_reply(400, f"bad {endpoint} request: {e}"))
             return True
-        if model not in self.models:
-            await stream.send(error_reply(404, f"The model `{model}` does not exist."))
-            return True
         request = ScriptedRequest(messages=messages, n=1, model=model, params=params,
                                   index=self.request_count, endpoint=endpoint)
         return await self._answer(stream, request, self._pooling_body)
@@ -238,6 +232,9 @@ class ScriptedServer:
     async def _answer(self, stream: SocketStream, request: ScriptedRequest,
                       build: Callable[[ScriptedRequest, ScriptedReply], bytes]) -> bool:
         """Run the script on a recorded request and send its reply (or its fault)."""
+        if request.model not in self.models:
+            await stream.send(error_reply(404, f"The model `{request.model}` does not exist."))
+            return True
         self.request_count += 1
         self.requests.append(request)
         try:
@@ -358,12 +355,8 @@ async def serve_scripted(
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     server = ScriptedServer(script=script or fixed_reply(), models=tuple(models), host=host,
                             port=listener.extra(SocketAttribute.local_port))
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, server.handle)
-        try:
-            yield server
-        finally:
-            tg.cancel_scope.cancel()
+    async with serving(listener, server.handle):
+        yield server
 
 
 @contextlib.contextmanager

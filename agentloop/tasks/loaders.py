@@ -9,13 +9,14 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from agentloop.errors import DataError
 from agentloop.tasks.model import Task
 
+T = TypeVar("T")
 REQUIRED = ("task_id", "prompt", "entry_point", "test")
 OPTIONAL_STR = ("canonical_solution", "feedback_test")
 
@@ -114,16 +115,22 @@ def _row_to_task(row: dict[str, Any], where: str) -> Task:
     )
 
 
+def load_unique(path: Path, parse: Callable[[dict[str, Any], str, int], T], id_name: str, noun: str) -> list[T]:
+    """Parse every row of a JSONL file with `parse(row, "file:line", index)`; ids (`.id`) must be
+    unique and the file non-empty (one-line DataErrors naming file:line)."""
+    items: list[T] = []
+    seen: set[str] = set()
+    for index, (where, row) in enumerate(read_jsonl(path)):
+        item = parse(row, where, index)
+        if item.id in seen:  # type: ignore[attr-defined]
+            raise DataError(f"{where}: duplicate {id_name} {item.id!r}")  # type: ignore[attr-defined]
+        seen.add(item.id)  # type: ignore[attr-defined]
+        items.append(item)
+    if not items:
+        raise DataError(f"{path}: no {noun} (empty dataset); expected one JSON object per line")
+    return items
+
+
 def load_jsonl(path: Path) -> list[Task]:
     """Load HumanEval-style JSONL (optionally gzipped); one task per non-blank line."""
-    tasks: list[Task] = []
-    seen: set[str] = set()
-    for where, row in read_jsonl(path):
-        task = _row_to_task(row, where)
-        if task.id in seen:
-            raise DataError(f"{where}: duplicate task_id {task.id!r}")
-        seen.add(task.id)
-        tasks.append(task)
-    if not tasks:
-        raise DataError(f"{path}: no tasks (empty dataset); expected one JSON object per line")
-    return tasks
+    return load_unique(path, lambda row, where, _: _row_to_task(row, where), "task_id", "tasks")
