@@ -86,6 +86,26 @@ def _run_parser(sub: Any) -> None:
     b.add_argument("--image", help="sandbox image tag")
 
 
+def _export_parser(sub: Any) -> None:
+    from agentloop.export.pipeline import DEDUP, FORMATS, SHAPES, VERIFIED_BY
+
+    p = sub.add_parser("export", help="verified attempts of run dirs as fine-tuning JSONL (SFT, DPO, OpenAI)")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="one or more run dirs, merged")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="train JSONL; val, stats (and metadata) beside it")
+    p.add_argument("--format", choices=FORMATS, default="sft",
+                   help="sft: TRL messages; dpo: TRL prompt/chosen/rejected; openai / openai-dpo: OpenAI fine-tuning JSONL")
+    p.add_argument("--shape", choices=SHAPES, default="final", help="SFT: final answer only, or the whole revision chain")
+    p.add_argument("--verified-by", choices=VERIFIED_BY, default="grading",
+                   help="feedback: trust the feedback tests (suites without hidden tests); math uses the reference")
+    p.add_argument("--dedup", choices=DEDUP, default="code",
+                   help="code: AST-normalized code, canonical answer for math (default); text: the reply; none")
+    p.add_argument("--max-per-task", type=int, metavar="K", help="SFT: at most K records per task")
+    p.add_argument("--pairs-per-task", type=int, default=1, metavar="K", help="DPO: pairs per task (default 1)")
+    p.add_argument("--val-fraction", type=float, default=0.0, help="share of task ids held out for validation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--tokenizer", help="tokenizer (local name or path) for the token counts; 'usage': the server's numbers")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds over tasks (default 5)")
     p.add_argument("--probe", type=int, default=2, help="turn-0 chains per task in the feedback probe (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of chain orders, folds and bootstrap (default 0)")
+    _export_parser(sub)
     p = sub.add_parser("serve", help="start a local vLLM OpenAI-compatible server")
     p.add_argument("--model", help="model dir or name (default: SmolLM2-135M-Instruct on CPU)")
     p.add_argument("--served-model-name")
@@ -199,6 +220,18 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from agentloop.export import ExportOptions, export_runs
+
+    options = ExportOptions(format=args.format, shape=args.shape, verified_by=args.verified_by, dedup=args.dedup,
+                            max_per_task=args.max_per_task, pairs_per_task=args.pairs_per_task,
+                            val_fraction=args.val_fraction, seed=args.seed, tokenizer=args.tokenizer)
+    stats = export_runs(args.run_dirs, args.out, options, console)
+    for path in stats.files:
+        console.print(f"wrote: {path}", markup=False, highlight=False)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     from agentloop.serve import ServeConfig, serve_forever
 
@@ -225,7 +258,7 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "compare": _cmd_compare, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
+COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "compare": _cmd_compare, "export": _cmd_export, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,12 @@ _COLUMNS = (
     "feedback, feedback_verdict, error, started_at, finished_at, extra"
 )
 
+EXPORT_COLUMNS = (
+    "id, strategy, task_id, chain, turn, messages_hash, completion, code, prompt_tokens, "
+    "cached_prompt_tokens, completion_tokens, verdict, feedback_verdict, extra"
+)
+"""What `export` reads per attempt (see agentloop/export/source.py's Row)."""
+
 
 def _select(messages: str) -> str:
     """The attempt columns of table `a`, with the messages hash replaced by `messages`."""
@@ -248,6 +254,28 @@ class AttemptStore:
             )
             for r in cur:
                 yield _attempt(r)
+
+    def iter_completed_by_task(self) -> Iterator[tuple[Any, ...]]:
+        """Completed attempts as light rows (EXPORT_COLUMNS, no messages), grouped by task: the
+        task index gives the order, so a million attempts stream without a sort or a big buffer."""
+        with self._reading():
+            cur = self._conn.execute(
+                f"SELECT {EXPORT_COLUMNS} FROM attempts WHERE kind = 'completed' ORDER BY task_id, id")
+            yield from cur
+
+    def messages(self, messages_hash: str) -> list[dict[str, Any]]:
+        """The prompt messages stored under `messages_hash` (attempts keep only the hash)."""
+        with self._reading():
+            row = self._conn.execute("SELECT json FROM messages WHERE hash = ?", (messages_hash,)).fetchone()
+        if row is None:
+            raise RunDirError(f"{self.path}: messages {messages_hash} are missing (corrupt attempt store)")
+        result: list[dict[str, Any]] = json.loads(row[0])
+        return result
+
+    def count(self, kind: AttemptKind | None = None) -> int:
+        where, args = ("WHERE kind = ?", (kind.value,)) if kind else ("", ())
+        with self._reading():
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM attempts {where}", args).fetchone()[0])
 
     @contextmanager
     def _reading(self) -> Iterator[None]:

@@ -1,0 +1,78 @@
+"""Token counts of export records: the run's own tokenizer when it is on this machine (chat
+template applied, so the count is what a trainer sees), else the server's usage numbers.
+
+Nothing is downloaded: a tokenizer is looked for in a local model folder, in `agentloop serve`'s
+converted default model, and in the Hugging Face cache (`local_files_only`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from agentloop.errors import ConfigError
+from agentloop.export.records import Messages
+from agentloop.export.source import Row, RunSource
+
+USAGE = "usage"
+
+
+def _candidate(model: str) -> str | None:
+    """Where `model`'s tokenizer would be on this machine, if anywhere (checked before importing
+    transformers, which takes seconds)."""
+    from agentloop.serve import DEFAULT_MODEL_DIR, DEFAULT_SERVED_NAME, ServeConfig
+
+    if model and Path(model).is_dir():
+        return model
+    if model == DEFAULT_SERVED_NAME and (ServeConfig().cache_dir / DEFAULT_MODEL_DIR / "tokenizer.json").is_file():
+        return str(ServeConfig().cache_dir / DEFAULT_MODEL_DIR)
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    if "/" in model and (hub / f"models--{model.replace('/', '--')}").is_dir():
+        return model
+    return None
+
+
+def _load(name: str) -> Any:
+    from transformers import AutoTokenizer  # optional: installed with vLLM
+
+    return AutoTokenizer.from_pretrained(name, local_files_only=True)
+
+
+class TokenCounter:
+    """Per run: a tokenizer (by model) or None, meaning the stored usage numbers."""
+
+    def __init__(self, sources: list[RunSource], tokenizer: str | None):
+        self._by_run: dict[int, Any] = {}
+        self.sources: dict[str, str] = {}
+        """run id → what its counts come from: `tokenizer:NAME` or `usage`."""
+        loaded: dict[str, Any] = {}
+        for s in sources:
+            name = None if tokenizer == USAGE else (tokenizer or _candidate(s.model))
+            if name is not None and name not in loaded:
+                try:
+                    loaded[name] = _load(name)
+                except Exception as e:  # noqa: BLE001 - any loading failure means "not available"
+                    if tokenizer:
+                        raise ConfigError(f"--tokenizer {tokenizer}: cannot load a tokenizer from it locally "
+                                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else '':.160})") from None
+                    loaded[name] = None
+            tok = loaded.get(name) if name else None
+            self._by_run[s.index] = tok
+            self.sources[s.run_id] = f"tokenizer:{name}" if tok is not None else USAGE
+
+    def count(self, run: int, prompt: Messages, replies: list[Row], usage_prompt: int | None) -> tuple[int, int]:
+        """(prompt tokens, reply tokens summed over `replies`) of one record."""
+        tok = self._by_run.get(run)
+        if tok is None:
+            return usage_prompt or 0, sum(r.completion_tokens or 0 for r in replies)
+        n_prompt = _length(tok, prompt, generation_prompt=True)
+        return n_prompt, sum(_length(tok, [*prompt, {"role": "assistant", "content": r.completion or ""}]) - n_prompt
+                             for r in replies)
+
+
+def _length(tok: Any, messages: Messages, generation_prompt: bool = False) -> int:
+    if getattr(tok, "chat_template", None):
+        ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt)
+        return len(ids if isinstance(ids, list) else ids["input_ids"])
+    return len(tok("".join(m["content"] for m in messages))["input_ids"])
