@@ -1,7 +1,8 @@
 """Several strategies in one `agentloop run` (real Docker sandbox, real SQLite), driven by a scripted
 model that only writes correct code after it has seen a failing feedback test. Revision must beat
 parallel sampling at equal generations, feedback must reach the model, grading tests must not, and
-an interrupted chain must go on from its last completed turn."""
+an interrupted chain must go on from its last completed turn; `agentloop export` of such a run
+yields trajectories with the feedback turn."""
 
 from __future__ import annotations
 
@@ -195,3 +196,32 @@ def test_allocate_and_fixed_splits():
     assert fixed_splits(None, 5) == [Split("parallel", 5, 1)]
     assert fixed_splits(None, 5, adaptive=True) == []  # adaptive with a table and no splits runs alone
     assert [s.name for s in fixed_splits(["4x1", "2:2"], 5)] == ["4:1", "2:2"]
+
+
+def test_export_of_a_revision_run(tmp_path, capsys):
+    """`agentloop export` of such a run (more in test_export.py): revision chains
+    become trajectories with the feedback turn, and DPO pairs the fix with the wrong first try."""
+    with scripted_server_in_thread(learner) as server:
+        assert main(run_args(server.base_url, tmp_path, "--splits", "2:1,1:2", "--budget", "2")) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    out = tmp_path / "data" / "traj.jsonl"
+    assert main(["export", str(run_dir), "--out", str(out), "--shape", "trajectory", "--tokenizer", "usage"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["metadata"]["task_id"] for r in records) == ["smoke/0", "smoke/1", "smoke/2"]
+    for r in records:
+        task = SMOKE[re.search(r"def (\w+)\(", r["messages"][1]["content"]).group(1)]
+        roles = [m["role"] for m in r["messages"]]
+        assert roles == ["system", "user", "assistant", "user", "assistant"] and r["metadata"]["strategy"] == "1:2"
+        assert "Failing test: " in r["messages"][3]["content"] and "return None" in r["messages"][2]["content"]
+        assert task.reference in r["messages"][-1]["content"] and r["metadata"]["verdicts"]["grading"] == "passed"
+        assert r["metadata"]["tokens"]["cached_prompt"] is not None and r["metadata"]["sampling"]["seed"] is not None
+    pairs = tmp_path / "data" / "dpo.jsonl"
+    assert main(["export", str(run_dir), "--out", str(pairs), "--format", "dpo", "--tokenizer", "usage"]) == 0
+    for p in map(json.loads, pairs.read_text().splitlines()):
+        assert "return None" in p["rejected"][0]["content"] and "return None" not in p["chosen"][0]["content"]
+        assert p["prompt"] == records[0]["messages"][:2] or p["metadata"]["task_id"] != records[0]["metadata"]["task_id"]
+    everything = "".join(f.read_text() for f in out.parent.iterdir())
+    for t in TASKS.split(","):
+        task = next(x for x in SMOKE.values() if x.id == t)
+        assert all(line not in everything for line in grading_only_lines(task))
+    capsys.readouterr()
