@@ -63,3 +63,39 @@ def test_two_strategies_and_compare_against_real_vllm(vllm_server, tmp_path, cap
     assert {s["name"] for s in out["strategies"]} == {"2:1", "1:2"} and out["tasks"] == 3
     for name in ("compare.json", "compare_generations.png", "compare_total_tokens.png", "compare_pass_at_k.png"):
         assert (run_dir / name).stat().st_size > 0
+
+
+def test_export_of_a_real_run_loads_with_datasets(vllm_server, tmp_path, monkeypatch, capsys):
+    """Harvest from a real run: SFT trajectories and DPO pairs that `datasets` loads, token counts
+    from the model's own tokenizer, and no grading-test text anywhere in the output."""
+    import datasets
+
+    from agentloop.export import ExportOptions, export_runs
+    from agentloop.tasks.suites import load_suite
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runs = tmp_path / "runs"
+    tasks = "smoke/0,smoke/1,smoke/2"
+    assert main(["run", "--suite", "smoke", "--tasks", tasks, "--splits", "3:1,1:3", "--budget", "3",
+                 "--max-tokens", "96", "--temperature", "0.8", "--seed", "1", "--base-url", vllm_server,
+                 "--runs-dir", str(runs)]) == 0
+    (run_dir,) = list(runs.iterdir())
+    out = tmp_path / "data"
+    sft = export_runs([run_dir], out / "sft.jsonl", ExportOptions(shape="trajectory", val_fraction=0.34))
+    dpo = export_runs([run_dir], out / "dpo.jsonl", ExportOptions(format="dpo", pairs_per_task=2))
+    assert sum(sft.records.values()) > 0 and sft.runs[0]["tokens_from"].startswith("tokenizer:")
+    assert sft.tokens["prompt"] > 0 and sft.tokens["completion"] > 0
+    train = datasets.load_dataset("json", data_files=str(out / "sft.jsonl"), split="train", cache_dir=str(tmp_path / "hf"))
+    assert train.column_names == ["messages", "metadata"] and len(train) == sft.records["train"]
+    for row in train:
+        assert row["messages"][-1]["role"] == "assistant" and row["metadata"]["verdicts"]["grading"] == "passed"
+        assert row["metadata"]["task_id"] not in sft.val_tasks and row["metadata"]["model"] == "smollm2-135m"
+    if sum(dpo.records.values()):  # the 135M model may pass or fail every sample of a task
+        pairs = datasets.load_dataset("json", data_files=str(out / "dpo.jsonl"), split="train", cache_dir=str(tmp_path / "hf"))
+        assert {"prompt", "chosen", "rejected"} <= set(pairs.column_names)
+    grading = [line.strip() for t in load_suite("smoke")[1] if t.id in tasks.split(",")
+               for line in t.grading_tests.splitlines() if line.strip().startswith("assert")
+               and line not in t.feedback_tests and line.strip() not in t.prompt]
+    text = "".join(p.read_text() for p in out.iterdir())
+    assert grading and not [line for line in grading if line in text]
+    capsys.readouterr()
