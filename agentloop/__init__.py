@@ -15,6 +15,7 @@ from agentloop.errors import (
     RunDirError,
     ServerUnreachable,
 )
+from agentloop.export import ExportOptions, ExportStats, export_runs
 from agentloop.math import answers_equal, canonical_answer
 from agentloop.metrics import pass_at_k
 from agentloop.model.client import Completion, ModelClient
@@ -29,8 +30,8 @@ from agentloop.tasks.suites import load_suite
 
 __all__ = [
     "AgentloopError", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
-    "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ImageMissing", "InfraError",
+    "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ExportOptions", "ExportStats", "ImageMissing", "InfraError",
     "ModelClient", "ModelConfig", "Report", "RunConfig", "RunDirError", "SamplingParams", "Sandbox",
     "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "answers_equal", "build_report",
-    "canonical_answer", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
+    "canonical_answer", "export_runs", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
 ]
