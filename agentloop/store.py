@@ -272,6 +272,11 @@ class AttemptStore:
         result: list[dict[str, Any]] = json.loads(row[0])
         return result
 
+    def count(self, kind: AttemptKind | None = None) -> int:
+        where, args = ("WHERE kind = ?", (kind.value,)) if kind else ("", ())
+        with self._reading():
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM attempts {where}", args).fetchone()[0])
+
     @contextmanager
     def _reading(self) -> Iterator[None]:
         """A corrupt file surfaces as a one-line RunDirError naming it, not an sqlite3 traceback."""

@@ -7,7 +7,7 @@ no half-written dataset (and the run dirs are only ever read).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -166,23 +166,34 @@ def _export(sources: list[RunSource], out: Path, opts: ExportOptions) -> ExportS
 Record = tuple[dict[str, Any], dict[str, Any], tuple[int, int]]
 
 
+def _per_row(fn: Callable[[Row], str]) -> Callable[[Row], str]:
+    """`fn` computed once per row of a task (dedup keys are the expensive part of an export)."""
+    memo: dict[tuple[int, int], str] = {}
+
+    def cached(r: Row) -> str:
+        k = (r.run, r.id)
+        if k not in memo:
+            memo[k] = fn(r)
+        return memo[k]
+    return cached
+
+
 def _records(sources: list[RunSource], rows: list[Row], opts: ExportOptions, counter: TokenCounter,
              stats: ExportStats) -> Iterator[Record]:
     """One task's records (with their metadata and token counts)."""
-    def math(r: Row) -> bool:
-        return sources[r.run].task(r).is_math
-
-    def key(r: Row) -> str:
-        return dedup_key(r, opts.dedup, math(r))
-
-    verified = [r for r in rows if judged(r, opts.verified_by, math(r)) == Verdict.PASSED.value]
-    stats.verified += len(verified)
-    turn0 = {}
+    firsts: dict[int, Row] = {}
+    turn0: dict[int, int] = {}
     for r in rows:
+        firsts.setdefault(r.run, r)
         if r.turn == 0 and r.prompt_tokens is not None:
             turn0.setdefault(r.run, r.prompt_tokens)
+    math = any([sources[run].task(r).is_math for run, r in firsts.items()])  # checks every run knows the task
+    key = _per_row(lambda r: dedup_key(r, opts.dedup, math))
+    verified = [r for r in rows if judged(r, opts.verified_by, math) == Verdict.PASSED.value]
+    stats.verified += len(verified)
     if opts.preference:
-        yield from _pairs(sources, rows, verified, key, opts, counter, stats, turn0)
+        code = key if opts.dedup == "code" else _per_row(lambda r: dedup_key(r, "code", math))
+        yield from _pairs(sources, rows, verified, key, code, math, opts, counter, stats, turn0)
         return
     if opts.shape == "trajectory":
         chains: dict[tuple[int, str, int], dict[int, Row]] = {}
@@ -198,27 +209,22 @@ def _records(sources: list[RunSource], rows: list[Row], opts: ExportOptions, cou
     for r in kept:
         source = sources[r.run]
         messages = (trajectory_messages if opts.shape == "trajectory" else final_messages)(source, r)
-        meta = {"shape": opts.shape, "verified_by": "reference" if math(r) else opts.verified_by, **attempt_meta(source, r)}
+        meta = {"shape": opts.shape, "verified_by": "reference" if math else opts.verified_by, **attempt_meta(source, r)}
         usage_prompt = r.prompt_tokens if opts.shape == "trajectory" else turn0.get(r.run, r.prompt_tokens)
         tokens = counter.count(r.run, messages[:-1], [r], usage_prompt)
         yield sft_record(opts.format, messages, meta), meta, tokens
 
 
-def _pairs(sources: list[RunSource], rows: list[Row], verified: list[Row], key: Any, opts: ExportOptions,
-           counter: TokenCounter, stats: ExportStats, turn0: dict[int, int]) -> Iterator[Record]:
-    def is_math(r: Row) -> bool:
-        return sources[r.run].task(r).is_math
-
+def _pairs(sources: list[RunSource], rows: list[Row], verified: list[Row], key: Callable[[Row], str],
+           code: Callable[[Row], str], math: bool, opts: ExportOptions, counter: TokenCounter, stats: ExportStats,
+           turn0: dict[int, int]) -> Iterator[Record]:
     chosen, dups = unique(verified, key)
     stats.duplicates += dups
     # Never reject a code that also passed (a flaky test or a timeout): compare by normalized code.
-    passed = {dedup_key(r, "code", is_math(r)) for r in verified}
-    failing = [r for r in rows if judged(r, opts.verified_by, is_math(r)) in FAILING
-               and dedup_key(r, "code", is_math(r)) not in passed]
-    rejected, _ = unique(failing, key)
+    passed = {code(r) for r in verified}
+    rejected, _ = unique([r for r in rows if judged(r, opts.verified_by, math) in FAILING and code(r) not in passed], key)
     if chosen and not rejected:
         stats.tasks_without_pair += 1
-    math = bool(rows) and is_math(rows[0])
     for p in pairs(chosen, rejected, opts.pairs_per_task, verified_by=opts.verified_by, math=math,
                    prompt_of=lambda r: sources[r.run].prompt_key(r)):
         source = sources[p.chosen.run]

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -145,6 +146,7 @@ def _open(index: int, run_dir: Path) -> RunSource:
 def task_groups(sources: Sequence[RunSource]) -> Iterator[tuple[str, list[Row]]]:
     """(task id, its completed attempts from every run), in task-id order; within a task, runs in
     the order given, then the order attempts were recorded."""
-    merged = heapq.merge(*(s.rows() for s in sources), key=lambda r: r.task_id)
-    for task_id, rows in groupby(merged, key=lambda r: r.task_id):
+    task_of = attrgetter("task_id")
+    merged = sources[0].rows() if len(sources) == 1 else heapq.merge(*(s.rows() for s in sources), key=task_of)
+    for task_id, rows in groupby(merged, key=task_of):
         yield task_id, list(rows)
