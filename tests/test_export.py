@@ -44,7 +44,7 @@ def attempt(t: Task, chain: int, code: str, verdict: Verdict | None, feedback: V
             kind: AttemptKind = AttemptKind.COMPLETED) -> Attempt:
     grading = ExecResult(verdict, 0.01, stderr=f"AssertionError: {SECRET}") if verdict else None
     return Attempt(strategy=strategy, task_id=t.id, chain=chain, turn=turn, kind=kind,
-                   messages=messages or prompt_of(t), started_at=1.0, finished_at=2.0, request_id=f"{t.id}-{chain}-{turn}",
+                   messages=prompt_of(t) if messages is None else messages, started_at=1.0, finished_at=2.0, request_id=f"{t.id}-{chain}-{turn}",
                    completion=f"```python\n{code}\n```", code=code, prompt_tokens=20 + 10 * turn,
                    cached_prompt_tokens=0, completion_tokens=len(code) // 4, verdict=verdict, grading=grading,
                    feedback="Your code fails the example tests.\nFailing test: assert c(0) == 1", feedback_verdict=feedback,
@@ -318,6 +318,17 @@ def test_an_unfinished_run_exports_what_it_has_and_says_so(tmp_path, capsys):
     assert main(["export", str(run_dir), "--out", str(tmp_path / "o.jsonl"), "--tokenizer", "usage"]) == 0
     err = capsys.readouterr().err
     assert "has not finished" in err and "records: 1 " in err and re.search(r"wrote: .*o\.stats\.json", err)
+
+
+def test_a_run_graded_elsewhere_gets_the_suites_prompt(tmp_path):
+    """`agentloop grade` runs store no messages: records get the prompt the suite would have sent."""
+    from agentloop.loop import first_messages
+
+    t = task(0)
+    run_dir = make_run(tmp_path / "graded", [t], [attempt(t, 0, GOOD, Verdict.PASSED, None, strategy="grade", messages=[])])
+    for shape in ("final", "trajectory"):
+        (record,), _ = export(tmp_path, [run_dir], shape=shape)
+        assert record["messages"][:-1] == first_messages(Suite(name="unit"), t) and len(record["messages"]) == 3
 
 
 def test_output_paths():
