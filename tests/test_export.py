@@ -117,6 +117,8 @@ def test_sft_dedups_by_normalized_code_and_caps_per_task(run, tmp_path):
         "verdicts": {"grading": "passed", "feedback": "passed"}, "finish_reason": "stop"}
     assert stats.tokens == {"prompt": 60, "completion": sum(len(c) // 4 for c in (GOOD, GOOD_OTHER, GOOD))}
 
+    export_runs(str(run), tmp_path / "one.jsonl", ExportOptions(tokenizer="usage"))  # one run dir as a plain string
+    assert rows(tmp_path / "one.jsonl") == records
     assert len(export(tmp_path, [run], dedup="text")[0]) == 4  # the comment makes the text differ
     assert len(export(tmp_path, [run], dedup="none")[0]) == 4
     capped, stats = export(tmp_path, [run], max_per_task=1)

@@ -115,6 +115,8 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
     to `out`; returns the stats, which are also printed and written to `<stem>.stats.json`."""
     opts = options or ExportOptions()
     opts.check()
+    if isinstance(run_dirs, (str, Path)):  # one run dir, not a sequence of characters
+        run_dirs = [run_dirs]
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a directory; expected a file path like {out}/train.jsonl")
