@@ -101,9 +101,10 @@ def _export_parser(sub: Any) -> None:
                    help="code: AST-normalized code, canonical answer for math (default); text: the reply; none")
     p.add_argument("--max-per-task", type=int, metavar="K", help="SFT: at most K records per task")
     p.add_argument("--pairs-per-task", type=int, default=1, metavar="K", help="DPO: pairs per task (default 1)")
-    p.add_argument("--val-fraction", type=float, default=0.0, help="share of task ids held out for validation")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    p.add_argument("--tokenizer", help="tokenizer (local name or path) for the token counts; 'usage': the server's numbers")
+    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                   help="share of task ids held out for validation (<stem>.val.jsonl)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split (default 0)")
+    p.add_argument("--tokenizer", metavar="NAME", help="tokenizer (local name or path) for the token counts; 'usage': the server's numbers")
 
 
 def build_parser() -> argparse.ArgumentParser:
