@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import anyio
-import httpx
 import openai
+from _scripted import start_scripted, stop
 
 from agentloop.loop import Context, first_messages, run_request
 from agentloop.model.client import Completion, ModelClient
@@ -63,27 +61,6 @@ async def own_cost_us(attempts: int, tmp: Path) -> float:
                 tg.start_soon(run_request, ctx, Request(tasks[i % len(tasks)], (i,), 0, None), messages[i % len(tasks)])
     store.close()
     return (time.perf_counter() - t0) / attempts * 1e6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "agentloop.model.scripted", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("scripted server did not start")
 
 
 async def raw_loop(url: str, requests: int, concurrency: int, messages: list[dict]) -> float:
@@ -132,7 +109,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--inflight", type=int, default=10_000)
     args = ap.parse_args()
-    server, url = start_server()
+    server, url = start_scripted(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     suite, tasks = load_suite("smoke")
     messages = first_messages(suite, tasks[0])
     try:
@@ -153,8 +130,7 @@ def main() -> None:
             print(f"{args.inflight} attempts in flight at once: {rate:.0f} attempts/s, "
                   f"peak RSS {peak:.0f} MiB (before: {rss_before:.0f} MiB; target < 1024)")
     finally:
-        server.terminate()
-        server.wait()
+        stop(server)
     ratio = statistics.median(o / r for o, r in zip(ours, raw))
     print(f"raw AsyncOpenAI loop: median {statistics.median(raw):.0f} req/s; agentloop: median "
           f"{statistics.median(ours):.0f} attempts/s; median of per-round ratios over {args.rounds} rounds")

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+from _scripted import start_scripted, stop
 
 HERE = Path(__file__).resolve().parent
 
@@ -217,42 +216,12 @@ async def reporter(state: State, window: float, docker_client: Any, run_id: str)
 # --- the run --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agentloop.model.scripted", "--port", str(port), "--script", "soak:soak_script"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,  # a terminal's Ctrl-C is ours to handle; we stop the server last
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(400):
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    return proc, url
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise SystemExit(f"scripted server did not start (see {log_path})")
-    except BaseException:
-        stop_server(proc)
-        raise
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        # start_new_session: a terminal's Ctrl-C is ours to handle; we stop the server last
+        return start_scripted("--script", "soak:soak_script", stdout=log, stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)
 
 
 async def watch_signals(state: State, work: anyio.CancelScope, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -426,7 +395,7 @@ def main() -> int:
                       flush=True)
                 anyio.run(soak, args, url, runs_dir, state, out)
             finally:
-                stop_server(server)
+                stop(server)
         except KeyboardInterrupt:  # before our own signal handling was in place: no container yet
             print("interrupted before the soak started", file=sys.stderr)
             return 130

@@ -19,6 +19,13 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests and fixtures (module-scoped pools too) run on asyncio."""
+    return "asyncio"
+
 SHARED_DATA = Path(os.environ.get("AGENTLOOP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

@@ -167,11 +167,6 @@ for d in ("/scratch/job", "/tmp", "/dev/shm"):
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def pool(docker_ready):
     async with DockerPool.start(CFG) as p:
         yield p

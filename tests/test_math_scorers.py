@@ -31,11 +31,6 @@ WRONG = ("In May she sold 48 * 2 = 96 clips.\n\nAltogether she sold 48 + 96 = 14
          "Therefore, the final answer is: $\\boxed{144}$.")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _client(base_url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=30)
 

@@ -29,11 +29,6 @@ MESSAGES = [{"role": "user", "content": "Write add(a, b)."}]
 FAST = {"model": "scripted", "max_retries": 3, "retry_max_wait_s": 0.01, "timeout_s": 5.0}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def client_for(base_url: str, sampling: SamplingParams | None = None, **cfg: object) -> ModelClient:
     return ModelClient(ModelConfig(base_url=base_url, **{**FAST, **cfg}), sampling)
 

@@ -29,11 +29,6 @@ assert pids == sorted({1, os.getpid()}), f"leftover processes: {pids}"
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def pool(docker_ready):
     """Two containers, shared by the stateless tests."""
     async with DockerPool.start(CFG) as p:

@@ -47,11 +47,6 @@ main(["--port", sys.argv[sys.argv.index("--port") + 1], "--model", "smollm2-135m
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ServeConfig:
     python = tmp_path / "fake-python"
     python.write_text(FAKE_VLLM.format(python=sys.executable))

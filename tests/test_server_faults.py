@@ -46,11 +46,6 @@ EVERY_KIND = "500,429,drop,drop-early,stall:0.2,truncate,slow:0.2,503"
 CHAT = {"model": "scripted", "messages": MESSAGES}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

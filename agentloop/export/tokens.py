@@ -25,8 +25,9 @@ def _candidate(model: str) -> str | None:
 
     if model and Path(model).is_dir():
         return model
-    if model == DEFAULT_SERVED_NAME and (ServeConfig().cache_dir / DEFAULT_MODEL_DIR / "tokenizer.json").is_file():
-        return str(ServeConfig().cache_dir / DEFAULT_MODEL_DIR)
+    served = ServeConfig().cache_dir / DEFAULT_MODEL_DIR
+    if model == DEFAULT_SERVED_NAME and (served / "tokenizer.json").is_file():
+        return str(served)
     hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
     if "/" in model and (hub / f"models--{model.replace('/', '--')}").is_dir():
         return model
