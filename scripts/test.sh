@@ -4,4 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The shipped suites' data files: the shared copies next to this checkout, when there (else the
+# user cache, else a download on first use; see README "Data formats").
+if [ -z "${AGENTLOOP_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
+  export AGENTLOOP_DATA_DIR="$(cd ../shared/data && pwd)"
+fi
 exec "${AGENTLOOP_VENV:-.venv}/bin/python" -m pytest "$@"

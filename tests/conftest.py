@@ -26,7 +26,14 @@ def anyio_backend() -> str:
     """Async tests and fixtures (module-scoped pools too) run on asyncio."""
     return "asyncio"
 
-SHARED_DATA = Path(os.environ.get("AGENTLOOP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# The shipped suites' data files (by their suites' `filename`s): AGENTLOOP_DATA_DIR (what agentloop
+# itself reads, also set by scripts/test.sh), else the older AGENTLOOP_SHARED_DATA, else the shared
+# copies next to this checkout. Exported when the folder exists, so the tests (and the CLI processes
+# they start) read those copies instead of the user cache or a download.
+SHARED_DATA = Path(os.environ.get("AGENTLOOP_DATA_DIR") or os.environ.get("AGENTLOOP_SHARED_DATA")
+                   or ROOT.parent / "shared" / "data")
+if SHARED_DATA.is_dir():
+    os.environ["AGENTLOOP_DATA_DIR"] = str(SHARED_DATA)
 
 
 def _opt_out(var: str, why: str) -> None:

