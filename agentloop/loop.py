@@ -20,7 +20,7 @@ import anyio
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.config import RevisionConfig
 from agentloop.errors import InfraError
-from agentloop.feedback import MATH_REVISION_PROMPT, feedback_message, revision_messages, run_feedback_tests
+from agentloop.feedback import MATH_REVISION_PROMPT, revision_messages
 from agentloop.model.client import Completion, ModelClient
 from agentloop.sandbox.types import Sandbox, Verdict
 from agentloop.strategy import Request, slot_seed
@@ -116,24 +116,17 @@ async def run_chain(ctx: Context, task: Task, chain: int, messages: list[dict[st
 
 async def finish_turn(ctx: Context, task: Task, chain: int, turn: int, messages: list[dict[str, Any]],
                       c: Completion, seed: int | None, started: float | None = None) -> Attempt:
-    """Grade a completion (grading tests), check it (feedback tests), record the attempt."""
+    """Grade a completion (grading tests) and check it (feedback tests) in one sandbox job, record the attempt."""
     limit = ctx.time_limits[task.id]
     attempt = await graded_attempt(
-        ctx.sandbox, task, c.text, limit, strategy=ctx.strategy, chain=chain, turn=turn, messages=messages,
+        ctx.sandbox, task, c.text, limit, feedback_chars=None if task.is_math else ctx.revision.feedback_chars,
+        strategy=ctx.strategy, chain=chain, turn=turn, messages=messages,
         started_at=started or time.time() - c.latency_s, request_id=c.request_id, prompt_tokens=c.prompt_tokens,
         cached_prompt_tokens=c.cached_prompt_tokens, completion_tokens=c.completion_tokens, latency_s=c.latency_s,
         extra={"seed": seed, "finish_reason": c.finish_reason, "time_limit_s": limit, "http_tries": c.attempts},
     )
     if task.is_math:  # no tests to show: a revision turn asks the model to check its own work
         attempt = dataclasses.replace(attempt, feedback=MATH_REVISION_PROMPT, extra=await _scored(ctx, task, c, attempt))
-    elif attempt.kind is AttemptKind.COMPLETED:
-        checked = await run_feedback_tests(ctx.sandbox, task, attempt.code or "", limit)
-        if checked is not None and checked.verdict is Verdict.INFRA_ERROR:
-            attempt = dataclasses.replace(attempt, kind=AttemptKind.INFRA_ERROR, verdict=None,
-                                          error=f"sandbox (feedback tests): {checked.detail}")
-        else:
-            attempt = dataclasses.replace(attempt, feedback=feedback_message(checked, ctx.revision.feedback_chars),
-                                          feedback_verdict=checked.verdict if checked else None)
     await ctx.record(attempt)
     return attempt
 

@@ -192,6 +192,9 @@ def needs_sandbox(tasks: list[Task]) -> bool:
 class NoSandbox:
     """The sandbox of a math-only run: nothing may run in it."""
 
+    async def run_suites(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a math-only run has no sandbox")
+
     async def run_tests(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a math-only run has no sandbox")
 

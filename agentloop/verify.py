@@ -2,7 +2,9 @@
 
 A task's limit is max(floor, factor × the reference solution's runtime measured in this sandbox
 image), so a slow task isn't failed by a fixed limit and a fast one doesn't wait for a hung
-candidate. Measurements are cached per (image, program) in the user cache dir.
+candidate. Runtimes and limits are CPU seconds (what the sandbox charges a job, so a loaded or
+stalled machine changes no verdict). Measurements are cached per (image, program) in the user
+cache dir.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import anyio
 import structlog
 
 from agentloop.attempt import Attempt, AttemptKind
-from agentloop.sandbox.types import ExecResult, Sandbox, Verdict
+from agentloop.feedback import feedback_message
+from agentloop.sandbox.types import ExecResult, Sandbox, Tests, Verdict
 from agentloop.math.canonical import answers_equal, canonical_answer
 from agentloop.math.extract import extract_answer
 from agentloop.tasks.extract import assemble, build_program, extract_code
@@ -32,26 +35,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AGENTLOOP_CACHE", Path.home() / ".cache" / "agentloop"))
 
 
-async def grade(sandbox: Sandbox, task: Task, code: str, time_limit_s: float, tests: str | None = None) -> ExecResult:
-    """Run the candidate against `tests` (the grading tests unless given)."""
+async def grade(sandbox: Sandbox, task: Task, code: str, time_limit_s: float, tests: str | None = None, *,
+                as_is: bool = False) -> ExecResult:
+    """Run the candidate against `tests` (the grading tests unless given). `as_is`: `code` is the
+    whole module (no prompt above it), as evalplus grades a `solution`."""
     tests = task.grading_tests if tests is None else tests
-    return await sandbox.run_tests(assemble(task, code), tests, task.entry_point, time_limit_s)
+    return await sandbox.run_tests(code if as_is else assemble(task, code), tests, task.entry_point, time_limit_s)
 
 
-async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: float, **fields: Any) -> Attempt:
+async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: float, *, as_is: bool = False,
+                         feedback_chars: int | None = None, **fields: Any) -> Attempt:
     """Extract the code from a reply, grade it, and make the attempt record. A sandbox failure
     keeps the completion and becomes `infra_error`, never a wrong answer. Math tasks are graded
-    by canonical answer instead (no sandbox)."""
+    by canonical answer instead (no sandbox). `as_is`: `text` is the whole program, graded
+    without extraction and without the prompt above it (`agentloop grade`'s `solution` rows).
+    `feedback_chars`: also run the feedback tests, in the same sandbox job against a fresh fork
+    of the candidate, and set the attempt's feedback message (capped) and feedback verdict."""
     if task.is_math:
         return await graded_math_attempt(task, text, **fields)
-    code = extract_code(text, task.entry_point)
-    result = await grade(sandbox, task, code, time_limit_s)
-    infra = result.verdict is Verdict.INFRA_ERROR
-    return Attempt(
-        **fields, task_id=task.id, kind=AttemptKind.INFRA_ERROR if infra else AttemptKind.COMPLETED,
-        finished_at=time.time(), completion=text, code=code, verdict=None if infra else result.verdict,
-        grading=result, error=f"sandbox: {result.detail}" if infra else None,
-    )
+    code = text if as_is else extract_code(text, task.entry_point)
+    suites = [Tests(task.grading_tests, task.entry_point)]
+    check_feedback = feedback_chars is not None and bool(task.feedback_tests.strip())
+    if check_feedback:
+        suites.append(Tests(task.feedback_tests, task.entry_point))
+    results = await sandbox.run_suites(code if as_is else assemble(task, code), suites, time_limit_s)
+    result, checked = results[0], (results[1] if check_feedback else None)
+    infra = next((r for r in results if r.verdict is Verdict.INFRA_ERROR), None)
+    if infra is not None:
+        which = "sandbox" if infra is result else "sandbox (feedback tests)"
+        return Attempt(**fields, task_id=task.id, kind=AttemptKind.INFRA_ERROR, finished_at=time.time(),
+                       completion=text, code=code, verdict=None, grading=result, error=f"{which}: {infra.detail}")
+    feedback = {} if feedback_chars is None else {
+        "feedback": feedback_message(checked, feedback_chars), "feedback_verdict": checked.verdict if checked else None}
+    return Attempt(**fields, task_id=task.id, kind=AttemptKind.COMPLETED, finished_at=time.time(), completion=text,
+                   code=code, verdict=result.verdict, grading=result, **feedback)
 
 
 async def graded_math_attempt(task: Task, text: str, **fields: Any) -> Attempt:
@@ -79,8 +96,13 @@ def _reference_program(task: Task) -> str:
     return build_program(task, assemble(task, task.reference or ""), task.grading_tests)
 
 
+RUNTIME_KIND = "cpu-v2"
+"""What the cache of reference runtimes holds: CPU seconds of the job's processes (executor
+protocol 2). Keys of the wall-clock seconds cached before carry no kind, so they are never read."""
+
+
 def _key(image: str, program: str) -> str:
-    return hashlib.sha256(f"{image}\0{program}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"{RUNTIME_KIND}\0{image}\0{program}".encode()).hexdigest()[:24]
 
 
 def _read_cache(path: Path) -> dict[str, float]:
@@ -110,8 +132,8 @@ async def calibrate_time_limits(sandbox: Sandbox, tasks: list[Task], suite: Suit
             runtimes[task.id] = cache[key]
             return
         result = await grade(sandbox, task, task.reference or "", CALIBRATION_TIMEOUT_S)
-        if result.verdict is Verdict.PASSED:
-            runtimes[task.id] = cache[key] = round(result.duration_s, 4)
+        if result.verdict is Verdict.PASSED and result.cpu_s is not None:
+            runtimes[task.id] = cache[key] = round(result.cpu_s, 4)
         else:
             runtimes[task.id] = None
             log.warning("reference solution does not pass; using the default time limit",

@@ -33,6 +33,9 @@ from agentloop.tasks.suites import load_suite
 
 
 class InstantSandbox:
+    async def run_suites(self, candidate: str, suites: list, timeout_s: float) -> list[ExecResult]:
+        return [ExecResult(Verdict.PASSED, 0.0) for _ in suites]
+
     async def run_tests(self, candidate: str, tests: str, entry_point: str, timeout_s: float) -> ExecResult:
         return ExecResult(Verdict.PASSED, 0.0)
 

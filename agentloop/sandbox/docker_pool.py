@@ -12,7 +12,9 @@ import itertools
 import json
 import os
 import socket
+import stat
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -27,14 +29,17 @@ from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
 
 from agentloop.errors import DockerUnavailable
-from agentloop.sandbox import engine
+from agentloop.sandbox import engine, executor
 from agentloop.sandbox.config import SandboxConfig
-from agentloop.sandbox.types import ExecResult, Verdict
+from agentloop.sandbox.types import ExecResult, Tests, Verdict
 
 log = structlog.get_logger()
 
 GRACE_S = 5.0
-"""Host watchdog slack over the job's own timeout: the executor kills, reaps and wipes first."""
+"""Host watchdog slack over the job's own wall-clock backstop: the executor kills, reaps and wipes first."""
+EXECUTOR_DIR = Path(executor.__file__).resolve().parent
+EXECUTOR_MOUNT = "/opt/agentloop"
+"""The executor package is bind-mounted read-only at EXECUTOR_MOUNT/agentloop_executor."""
 READY_TIMEOUT_S = 60.0
 """How long a new container may take to import numpy and say it is ready."""
 SANDBOX_ENV = {
@@ -49,10 +54,16 @@ SANDBOX_ENV = {
 }
 
 
-@functools.cache
-def executor_source() -> str:
-    """The executor is sent as `python3 -c SOURCE`, so changing it needs no image rebuild."""
-    return (Path(__file__).with_name("executor.py")).read_text()
+def check_executor_readable(path: Path = EXECUTOR_DIR) -> None:
+    """The container runs as nobody: the mounted package must be readable by others."""
+    for part in [*reversed(path.parents), path]:
+        mode = part.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            raise DockerUnavailable(f"{part}: not searchable by other users (the sandbox runs as nobody and mounts "
+                                    f"the executor from {path}); run: chmod o+x {part}")
+    for file in path.glob("*.py"):
+        if not file.stat().st_mode & stat.S_IROTH:
+            raise DockerUnavailable(f"{file}: not readable by other users (the sandbox mounts it); run: chmod -R o+rX {path}")
 
 
 @dataclass
@@ -95,9 +106,12 @@ class _Worker:
         if not hello.get("ready"):
             await worker.aclose()
             raise WorkerDied(f"executor sent {hello!r} instead of its ready message")
+        if hello.get("version") != executor.VERSION:
+            await worker.aclose()
+            raise WorkerDied(f"executor speaks protocol version {hello.get('version')!r}, expected {executor.VERSION}")
         return worker
 
-    async def request(self, job: dict[str, Any], watchdog_s: float) -> ExecResult:
+    async def request(self, job: dict[str, Any], watchdog_s: float) -> dict[str, Any]:
         job_id = next(self._ids)
         data = json.dumps({**job, "id": job_id}).encode()
         try:
@@ -112,10 +126,7 @@ class _Worker:
             raise WorkerDied(f"executor broke the protocol: {e}") from e
         if reply.pop("id", None) != job_id:
             raise WorkerDied("executor answered a different job")
-        try:
-            return ExecResult.from_json(reply)
-        except (TypeError, ValueError) as e:
-            raise WorkerDied(f"executor sent a malformed result: {e}") from e
+        return reply
 
     async def _read_frame(self) -> dict[str, Any]:
         while True:
@@ -162,6 +173,8 @@ class DockerPool:
         self.cfg = cfg
         self.run_id = run_id or f"run-{uuid4().hex[:12]}"
         self.stats = PoolStats()
+        self.job_extra: dict[str, Any] = {}
+        """Test hooks sent with every job (e.g. {"stall_s": 1.0}: SIGSTOP the job's processes for 1 s)."""
         self._client: docker.DockerClient | None = None
         self._tg: TaskGroup | None = None
         self._idle_send, self._idle_recv = anyio.create_memory_object_stream[_Slot](cfg.pool_size)
@@ -180,6 +193,7 @@ class DockerPool:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
+            check_executor_readable()
             await anyio.to_thread.run_sync(engine.ensure_image, self._client, self.cfg.image)
             await anyio.to_thread.run_sync(engine.reap_dead_runs, self._client)
             slots = [_Slot() for _ in range(self.cfg.pool_size)]
@@ -201,26 +215,40 @@ class DockerPool:
     ) -> None:
         await self._shutdown()
 
+    async def run_suites(self, candidate: str, suites: Sequence[Tests], timeout_s: float) -> list[ExecResult]:
+        """Grade the candidate against each suite in one job: per suite, the tests and a fresh fork
+        of the candidate module in two processes, so the candidate cannot forge a pass and one suite
+        cannot change what another sees (see agentloop/sandbox/executor). `timeout_s` is CPU seconds
+        per suite."""
+        job = {"candidate": candidate, "suites": [{"tests": t.code, "entry_point": t.entry_point} for t in suites]}
+        watchdog = len(suites) * executor.wall_backstop(timeout_s) + GRACE_S
+        reply = await self._submit(job, timeout_s, watchdog)
+        if "results" not in reply:  # the executor failed the whole job (or it died twice)
+            return [_decode(reply) for _ in suites]
+        if not isinstance(reply["results"], list) or len(reply["results"]) != len(suites):
+            return [_broken("executor sent the wrong number of results") for _ in suites]
+        return [_decode(r) for r in reply["results"]]
+
     async def run_tests(self, candidate: str, tests: str, entry_point: str, timeout_s: float) -> ExecResult:
-        """Grade: `tests` (defines `check(candidate)`) against the candidate module, each in its
-        own process, so the candidate cannot forge a pass (see executor.py)."""
-        return await self._submit({"candidate": candidate, "tests": tests, "entry_point": entry_point}, timeout_s)
+        """Grade: `tests` (defines `check(candidate)`) against the candidate module."""
+        (result,) = await self.run_suites(candidate, [Tests(tests, entry_point)], timeout_s)
+        return result
 
     async def run(self, program: str, timeout_s: float) -> ExecResult:
         """One plain program: `passed` means it ran to its end and exited 0."""
-        return await self._submit({"program": program}, timeout_s)
+        return _decode(await self._submit({"program": program}, timeout_s, executor.wall_backstop(timeout_s) + GRACE_S))
 
-    async def _submit(self, job: dict[str, Any], timeout_s: float) -> ExecResult:
-        job = {**job, "timeout_s": timeout_s, "output_limit": self.cfg.output_limit_bytes}
+    async def _submit(self, job: dict[str, Any], timeout_s: float, watchdog_s: float) -> dict[str, Any]:
+        job = {**job, "timeout_s": timeout_s, "output_limit": self.cfg.output_limit_bytes, **self.job_extra}
         why = ""
         for attempt in range(2):
             slot = await self._idle_recv.receive()
             if slot.worker is None and not await self._restart(slot):
                 self._idle_send.send_nowait(slot)
-                return ExecResult(Verdict.INFRA_ERROR, 0.0, detail=f"Docker could not start a sandbox: {slot.error}")
+                return {"verdict": "infra_error", "duration_s": 0.0, "detail": f"Docker could not start a sandbox: {slot.error}"}
             assert slot.worker is not None
             try:
-                result = await slot.worker.request(job, timeout_s + GRACE_S)
+                reply = await slot.worker.request(job, watchdog_s)
             except WorkerDied as e:
                 why = str(e)
                 self._replace_soon(slot)
@@ -232,8 +260,9 @@ class DockerPool:
                 raise
             self._idle_send.send_nowait(slot)
             self.stats.jobs += 1
-            return result
-        return ExecResult(Verdict.ERROR, 0.0, detail="sandbox died twice running this program", extra={"last": why})
+            return reply
+        return {"verdict": "error", "duration_s": 0.0, "detail": "sandbox died twice running this program",
+                "extra": {"last": why}}
 
     # --- containers ------------------------------------------------------------------------
 
@@ -268,7 +297,7 @@ class DockerPool:
         extra = {"runtime": cfg.runtime} if cfg.runtime else {}
         container = self._client.containers.create(
             cfg.image,
-            command=["python3", "-c", executor_source()],
+            command=["python3", "-m", "agentloop_executor"],
             name=name,
             labels={
                 "agentloop.run": self.run_id,
@@ -276,7 +305,8 @@ class DockerPool:
                 "agentloop.owner_host": socket.gethostname(),
             },
             user="65534:65534",
-            working_dir="/scratch",
+            working_dir=EXECUTOR_MOUNT,  # `-m` finds the package there
+            volumes={str(EXECUTOR_DIR): {"bind": f"{EXECUTOR_MOUNT}/agentloop_executor", "mode": "ro"}},
             environment=SANDBOX_ENV,
             network_mode="none",
             read_only=True,
@@ -381,3 +411,14 @@ def _own_socket(raw: Any) -> socket.socket:
         raw.close()  # the SocketIO of the HTTP response holds a reference to the fd
     inner.close()
     return sock
+
+
+def _decode(reply: dict[str, Any]) -> ExecResult:
+    try:
+        return ExecResult.from_json(reply)
+    except (TypeError, ValueError, KeyError) as e:
+        return _broken(f"executor sent a malformed result: {e}")
+
+
+def _broken(why: str) -> ExecResult:
+    return ExecResult(Verdict.INFRA_ERROR, 0.0, detail=why)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 
 class Verdict(StrEnum):
     PASSED = "passed"  # every test ran and none failed (a plain program: ran to its end, exit 0)
     FAILED = "failed"  # an exception (usually AssertionError) or a non-zero exit
-    TIMEOUT = "timeout"  # killed at the wall-clock limit
+    TIMEOUT = "timeout"  # over its CPU-time limit, or still running at the wall-clock backstop
     ERROR = "error"  # crash: killed by a signal, OOM, MemoryError, RecursionError
     INFRA_ERROR = "infra_error"  # the sandbox itself failed; never the candidate's fault
 
@@ -26,6 +27,9 @@ class ExecResult:
     truncated: bool = False
     detail: str = ""  # one line: exception type and message, "timed out after 3.0 s", "OOM", ...
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float | None = None
+    """CPU seconds the job's processes used (what the time limit is charged); None where no
+    sandbox ran (math answers, results stored before CPU-time limits)."""
 
     def to_json(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and this runs once per attempt on the hot path.
@@ -38,8 +42,23 @@ class ExecResult:
         return cls(**{**d, "verdict": Verdict(d["verdict"])})
 
 
+@dataclass(frozen=True)
+class Tests:
+    """One suite of tests for a candidate module: `code` defines `check(candidate)`, which is
+    called with the candidate's `entry_point`."""
+
+    __test__: ClassVar[bool] = False  # not a pytest class
+    code: str
+    entry_point: str
+
+
 class Sandbox(Protocol):
     """Runs untrusted Python and says how it ended. Docker is one implementation."""
+
+    async def run_suites(self, candidate: str, suites: Sequence[Tests], timeout_s: float) -> list[ExecResult]:
+        """Grade the candidate module against each suite in one job: a fresh candidate process per
+        suite, each held to `timeout_s` CPU seconds, one result per suite in order."""
+        ...
 
     async def run_tests(self, candidate: str, tests: str, entry_point: str, timeout_s: float) -> ExecResult:
         """Run `tests` (which define `check(candidate)`) against the candidate module."""
