@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -262,17 +263,41 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
 COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "compare": _cmd_compare, "export": _cmd_export, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
 
 
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside `exc`, with (nested) exception groups flattened."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def user_error(exc: BaseException) -> AgentloopError | KeyboardInterrupt | None:
+    """What the CLI boundary reports for `exc`. Task groups wrap what their tasks raise in
+    ExceptionGroups, nested one per group; unwrapped, a group whose every leaf is an
+    AgentloopError is that (first) error: one line and exit 2. A group with a KeyboardInterrupt
+    among such leaves is the interrupt (exit 130). Anything else is a bug: None, and the traceback
+    goes through."""
+    leaves = list(_leaves(exc))
+    if not all(isinstance(e, (AgentloopError, KeyboardInterrupt)) for e in leaves):
+        return None
+    return next((e for e in leaves if isinstance(e, KeyboardInterrupt)), leaves[0] if leaves else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args, console)
-    except AgentloopError as e:
-        print(f"agentloop: error: {e}", file=sys.stderr)
+    except (AgentloopError, KeyboardInterrupt, BaseExceptionGroup) as e:
+        error = user_error(e)
+        if error is None:
+            raise
+        if isinstance(error, KeyboardInterrupt):
+            print("agentloop: interrupted", file=sys.stderr)
+            return 130
+        print(f"agentloop: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("agentloop: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

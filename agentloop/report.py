@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import numpy as np
@@ -25,7 +26,7 @@ from agentloop.metrics import PassAtK, bootstrap_ci, count_by_task, pass_at_k, p
 from agentloop.selection import Candidate, code_key, select
 from agentloop.store import AttemptStore
 from agentloop.schedule import allocate
-from agentloop.strategy import ADAPTIVE, GRADE, Split, fixed_splits, parse_split
+from agentloop.strategy import ADAPTIVE, fixed_splits, parse_split
 
 PNG_NAME = "pass_at_k.png"
 MAX_REASONS = 3
@@ -53,12 +54,15 @@ class Report:
     run_dir: str
     run_id: str
     suite: str
-    model: str
-    samples_requested: int
+    model: str | None  # None for a graded run (`agentloop grade`): no model was involved
+    samples_requested: int  # graded runs: the most rows any task has
     tasks: int
     attempts: int  # completed attempts: pass@k's n summed over tasks
     infra_errors: int
-    missing: int  # requested slots with no completed attempt (resume fills them)
+    missing: int
+    """`agentloop run`: requested slots with no completed attempt (`--resume` fills them). Graded
+    runs: rows of the file with no completed attempt (interrupted, infra errors; grade the file
+    again). A task with fewer rows than another is not missing anything."""
     verdicts: dict[str, int]
     prompt_tokens: int  # counted once per request (n samples share one prefill)
     completion_tokens: int
@@ -69,9 +73,22 @@ class Report:
     strategies: list[StrategySummary] = field(default_factory=list)
     math: list[VoteRow] = field(default_factory=list)
     """Math runs: pass@n, maj@n, weighted@n, best-of-n over first-turn samples; per level and subject."""
+    graded_file: str | None = None
+    """Graded runs: the samples file `agentloop grade` read (None: a run made by `agentloop run`)."""
+    graded_rows: int | None = None
+    """Graded runs: rows in that file."""
+    samples_per_task: tuple[int, int] = (0, 0)
+    """(fewest, most) completed first-turn samples of a task: pass@k covers the tasks with n >= k."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for row in d["pass_at_k"]:  # the tasks each k covers (n >= k) out of all the run's tasks
+            row["tasks_total"] = self.tasks
+        return d
+
+    @property
+    def graded(self) -> bool:
+        return self.graded_file is not None
 
 
 class _Scan:
@@ -125,23 +142,30 @@ def build_report(run_dir: Path) -> Report:
         scan = _Scan()
         counts = count_by_task(scan.first_turns(store.iter_attempts()), task_ids)
         samples = int(cfg.get("samples", 0))
+        graded_file = store.get_meta("graded_file")
+        graded_rows = store.get_meta("graded_rows") if graded_file else None
+        if graded_file and graded_rows is None:  # graded before the row count was stored
+            graded_rows = sum(scan.verdicts.values())
         per_task = [
             {"task_id": t, "n": tc.n, "passed": tc.c, "infra_errors": tc.infra_errors,
              "pass@1": pass_at_k(tc.n, tc.c, 1) if tc.n else None}
             for t, tc in counts.items()
         ]
         summaries = [_summary(name, scan) for name in sorted({k[0] for k in scan.candidates} | set(scan.infra))]
+        attempts = sum(len(c) for c in scan.candidates.values())
+        ns = [tc.n for tc in counts.values()]
         return Report(
             run_dir=str(run_dir), run_id=store.get_meta("run_id", ""), suite=cfg.get("suite", ""),
-            model=cfg.get("model", {}).get("model", ""), samples_requested=samples, tasks=len(counts),
-            attempts=sum(len(c) for c in scan.candidates.values()),
-            infra_errors=sum(scan.infra.values()),
-            missing=_missing(cfg, task_ids, scan, store.get_meta("adaptive"), bool(store.get_meta("graded_file"))),
+            model=None if graded_file else cfg.get("model", {}).get("model", ""), samples_requested=samples,
+            tasks=len(counts), attempts=attempts, infra_errors=sum(scan.infra.values()),
+            missing=(max(0, int(graded_rows) - attempts) if graded_file
+                     else _missing(cfg, task_ids, scan, store.get_meta("adaptive"))),
             verdicts=dict(sorted(scan.verdicts.items())),
             prompt_tokens=sum(p for _, p, _ in scan.request_prompt.values()),
             completion_tokens=sum(scan.completion.values()), pass_at_k=pass_at_ks(counts), per_task=per_task,
             infra_error_reasons=[{"error": e, "count": n} for e, n in scan.reasons.most_common(MAX_REASONS)],
-            strategies=summaries, math=_math_rows(scan, tasks),
+            strategies=summaries, math=_math_rows(scan, tasks), graded_file=graded_file, graded_rows=graded_rows,
+            samples_per_task=(min(ns), max(ns)) if ns else (0, 0),
         )
     finally:
         store.close()
@@ -171,15 +195,14 @@ def _summary(name: str, scan: _Scan) -> StrategySummary:
     )
 
 
-def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: dict[str, Any] | None,
-             graded: bool) -> int:
+def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: dict[str, Any] | None) -> int:
     """Chains a resume would start or continue: never started, or ended by an infra error, or
-    interrupted before their last turn."""
+    interrupted before their last turn (runs made by `agentloop run`; graded runs have no slots)."""
     stop = cfg.get("revision", {}).get("stop_on_feedback_pass", True)
     expected: dict[tuple[str, str], list[int]] = {}
     missing = 0
     samples = int(cfg.get("samples", 0))
-    splits = [Split(GRADE, samples, 1)] if graded else fixed_splits(cfg.get("splits"), samples, bool(adaptive))
+    splits = fixed_splits(cfg.get("splits"), samples, bool(adaptive))
     for split in splits:
         for t in task_ids:
             expected[(split.name, t)] = [split.turns] * split.chains
@@ -200,28 +223,44 @@ def _missing(cfg: dict[str, Any], task_ids: list[str], scan: _Scan, adaptive: di
 
 
 def print_report(report: Report, console: Console) -> None:
+    fewest, most = report.samples_per_task
+    made = (f"graded={escape(report.graded_file or '')} ({report.graded_rows} rows)" if report.graded
+            else f"model={report.model}")
     console.print(
-        f"[bold]{report.run_dir}[/]  suite={report.suite} model={report.model} tasks={report.tasks} "
+        f"[bold]{report.run_dir}[/]  suite={report.suite} {made} tasks={report.tasks} "
         + (f"strategies={','.join(s.strategy for s in report.strategies)}" if _chains(report)
-           else f"samples/task={report.samples_requested}")
+           else f"samples/task={most if fewest == most else f'{fewest}–{most}'}")
     )
-    table = Table("k", "pass@k", "95% CI (tasks bootstrap)", "tasks", title="pass@k over first turns")
+    table = Table("k", "pass@k", "95% CI (tasks bootstrap)", "tasks (n ≥ k)", title="pass@k over first turns")
     for row in report.pass_at_k:
-        table.add_row(str(row.k), f"{row.mean:.3f}", f"[{row.ci_low:.3f}, {row.ci_high:.3f}]", str(row.tasks))
+        table.add_row(str(row.k), f"{row.mean:.3f}", f"[{row.ci_low:.3f}, {row.ci_high:.3f}]",
+                      f"{row.tasks} of {report.tasks}")
     console.print(table)
+    if partial := [row for row in report.pass_at_k if row.tasks < report.tasks]:
+        console.print(f"pass@k averages over the tasks with at least k completed samples only: pass@{partial[0].k} "
+                      f"over {partial[0].tasks} of {report.tasks} tasks"
+                      + (f", pass@{partial[-1].k} over {partial[-1].tasks} of {report.tasks}" if len(partial) > 1 else ""),
+                      markup=False, highlight=False)
     if _chains(report):
         console.print(strategy_table(report.strategies))
     if report.math:
         console.print(math_table(report.math))
     verdicts = ", ".join(f"{k} {v}" for k, v in report.verdicts.items())
-    console.print(
-        f"attempts: {report.attempts} graded ({verdicts}); infra errors: {report.infra_errors} "
-        f"(excluded from n); missing: {report.missing}"
-        + (f" (run `agentloop run --resume {report.run_dir}`)" if report.missing else "")
-    )
+    if report.graded:  # no slots to resume: a task with fewer rows simply has fewer samples
+        console.print(
+            f"attempts: {report.attempts} graded ({verdicts}); infra errors: {report.infra_errors} (excluded from n)"
+            + (f"; rows not graded: {report.missing} of {report.graded_rows} (grade the file again)"
+               if report.missing else ""), markup=False, highlight=False)
+    else:
+        console.print(
+            f"attempts: {report.attempts} graded ({verdicts}); infra errors: {report.infra_errors} "
+            f"(excluded from n); missing: {report.missing}"
+            + (f" (run `agentloop run --resume {report.run_dir}`)" if report.missing else "")
+        )
     for reason in report.infra_error_reasons:
         console.print(f"  infra error ×{reason['count']}: {reason['error']}", markup=False, highlight=False)
-    console.print(f"tokens: {report.prompt_tokens} prompt (once per request), {report.completion_tokens} completion")
+    if not report.graded:  # a graded file's rows were made elsewhere: no tokens were spent here
+        console.print(f"tokens: {report.prompt_tokens} prompt (once per request), {report.completion_tokens} completion")
 
 
 def math_table(rows: list[VoteRow]) -> Table:
@@ -266,7 +305,8 @@ def write_png(report: Report, path: Path) -> Path | None:
 
     ks = [r.k for r in report.pass_at_k]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(ks, [r.mean for r in report.pass_at_k], marker="o", label=report.model or "model")
+    label = Path(report.graded_file).name if report.graded_file else report.model or "model"
+    ax.plot(ks, [r.mean for r in report.pass_at_k], marker="o", label=label)
     ax.fill_between(ks, [r.ci_low for r in report.pass_at_k], [r.ci_high for r in report.pass_at_k], alpha=0.25, label="95% CI")
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])

@@ -34,7 +34,7 @@ from agentloop.sandbox import engine
 from agentloop.sandbox.docker_pool import DockerPool
 from agentloop.store import AttemptStore
 from agentloop.schedule import AdaptiveTable, run_adaptive_task, run_task_chains
-from agentloop.strategy import ADAPTIVE, PARALLEL, Split, fixed_splits
+from agentloop.strategy import ADAPTIVE, PARALLEL, Split, fixed_splits, parse_split
 from agentloop.tasks.model import Suite, Task
 from agentloop.tasks.suites import load_suite, load_suite_definition, select
 from agentloop.verify import calibrate_time_limits
@@ -289,4 +289,25 @@ def load_adaptive_table(path: Path, cfg: RunConfig) -> AdaptiveTable:
     if table.budget != cfg.budget:
         raise ConfigError(f"adaptive.table: {file} picks splits for a budget of {table.budget} generations, "
                           f"but budget is {cfg.budget}; expected the same budget")
+    check_adaptive_table(table, f"adaptive.table: {file}")
     return table  # its probe size too: the bin edges were fitted on scores of that many samples
+
+
+def check_adaptive_table(table: AdaptiveTable, where: str) -> None:
+    """What an adaptive run will look up in the table, checked before a run dir exists: a split
+    `N:M` for every difficulty bin (the run's strategies: `parse_split` of each), a probe inside
+    the budget. ConfigError naming the bin and the value otherwise."""
+    if table.probe < 1 or table.probe >= table.budget:
+        raise ConfigError(f"{where}: 'probe' = {table.probe} with a budget of {table.budget}; "
+                          "expected 1 <= probe < budget (the probe is part of the budget)")
+    bins = [str(b) for b in range(len(table.edges) + 1)]
+    if gone := [b for b in bins if b not in table.best]:
+        raise ConfigError(f"{where}: 'best' names no split for bin {gone[0]} (the table's {len(table.edges)} edges "
+                          f"make bins {bins[0]}..{bins[-1]}); expected the compare.json of a run with fixed splits")
+    if extra := sorted(set(table.best) - set(bins)):
+        raise ConfigError(f"{where}: 'best' has bin {extra[0]!r}, but its {len(table.edges)} edges make bins "
+                          f"{bins[0]}..{bins[-1]}; expected the compare.json that `agentloop compare` writes")
+    if table.edges != sorted(table.edges):
+        raise ConfigError(f"{where}: 'edges' = {table.edges!r:.80} are not in increasing order")
+    for b in bins:
+        parse_split(table.best[b], f"{where}: 'best' bin {b}")

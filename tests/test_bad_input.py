@@ -540,3 +540,106 @@ def test_corrupt_or_half_written_store_is_left_alone(make, commands, expected, r
 def test_not_a_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert one_line_error(capsys, "report", str(tmp_path / "nope")) == f"{tmp_path / 'nope'}: no such run directory"
     assert one_line_error(capsys, "run", "--resume", str(tmp_path)) == f"{tmp_path}: not a run directory (no {DB_NAME})"
+
+
+# --- the adaptive table, and errors raised inside task groups ----------------------------------
+
+SPLIT_EXPECTED = "is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'"
+
+
+@pytest.mark.parametrize("changes, splits, expected", [
+    ({"best": {"0": "1:4", "1": "bogus"}}, [], f"{{path}}: 'best' bin 1: 'bogus' {SPLIT_EXPECTED}"),
+    ({"best": {"0": "bogus", "1": "4:1"}}, ["--splits", "4:1,1:4"], f"{{path}}: 'best' bin 0: 'bogus' {SPLIT_EXPECTED}"),
+    ({"best": {"0": "parallel"}, "edges": []}, [], f"{{path}}: 'best' bin 0: 'parallel' {SPLIT_EXPECTED}"),
+    ({"best": {"0": "1:4"}}, [], "{path}: 'best' names no split for bin 1 (the table's 1 edges make bins 0..1); "
+                                 "expected the compare.json of a run with fixed splits"),
+    ({"best": {}, "edges": []}, [], "{path}: 'best' names no split for bin 0 (the table's 0 edges make bins 0..0); "
+                                    "expected the compare.json of a run with fixed splits"),
+    ({"probe": 4}, [], "{path}: 'probe' = 4 with a budget of 4; expected 1 <= probe < budget (the probe is part of the budget)"),
+    ({"edges": [0.7, 0.2], "best": {"0": "1:4", "1": "4:1", "2": "2:2"}}, [],
+     "{path}: 'edges' = [0.7, 0.2] are not in increasing order"),
+], ids=["bogus split", "bogus split next to fixed splits", "parallel", "a bin without a split", "no split at all",
+        "probe is the whole budget", "edges out of order"])
+def test_adaptive_table_is_checked_before_a_run_dir_exists(changes: dict, splits: list[str], expected: str, server: str,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A table naming a split that does not exist used to fail inside the run's task groups (a
+    traceback, and a run dir left behind); every split it names is checked up front."""
+    table = {"unit": "generations", "budget": 4, "probe": 2, "edges": [0.5], "best": {"0": "1:4", "1": "4:1"},
+             "strategies": ["4:1", "1:4"], "tasks": 8, **changes}
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps({"adaptive": table}))
+    runs = tmp_path / "runs"
+    message = one_line_error(capsys, "run", "--base-url", server, "--model", "scripted", "--runs-dir", str(runs),
+                             "--adaptive", "--budget", "4", "--adaptive-table", str(path), *splits)
+    assert message == "adaptive.table: " + fill(expected, path=path)
+    assert not runs.exists()
+
+
+def test_user_error_unwraps_nested_exception_groups() -> None:
+    """anyio task groups wrap what a task raises, one ExceptionGroup per group: the CLI boundary
+    finds the AgentloopError inside; a real bug among the leaves keeps its traceback."""
+    from agentloop.cli import user_error
+    from agentloop.errors import ConfigError, DataError
+
+    inner = ConfigError("adaptive.table: x.json: 'best' bin 1: 'bogus' is not a split")
+    nested = ExceptionGroup("outer", [ExceptionGroup("middle", [ExceptionGroup("inner", [inner])])])
+    assert user_error(inner) is inner
+    assert user_error(nested) is inner
+    assert user_error(ExceptionGroup("two", [nested, DataError("d.jsonl:1: invalid JSON")])) is inner
+    assert user_error(ExceptionGroup("bug", [nested, ValueError("a bug")])) is None
+    interrupt = KeyboardInterrupt()
+    assert user_error(BaseExceptionGroup("ctrl-c", [nested, interrupt])) is interrupt
+    assert user_error(ValueError("a bug")) is None
+
+
+def test_cli_boundary_with_nested_groups(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import agentloop.cli as cli
+    from agentloop.errors import RunDirError
+
+    def raises(error: BaseException) -> Callable[..., int]:
+        def command(*args: object) -> int:
+            raise ExceptionGroup("outer", [ExceptionGroup("middle", [ExceptionGroup("inner", [error])])])
+        return command
+
+    monkeypatch.setitem(cli.COMMANDS, "report", raises(RunDirError("runs/x: no such run directory")))
+    assert one_line_error(capsys, "report", "runs/x") == "runs/x: no such run directory"
+    monkeypatch.setitem(cli.COMMANDS, "report", raises(ValueError("a bug")))
+    with pytest.raises(ExceptionGroup):  # not a user error: the traceback goes through
+        main(["report", "runs/x"])
+
+
+def test_agentloop_error_inside_a_runs_task_groups_is_one_line(server: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real `agentloop run` (a math suite: no Docker needed) whose chains raise an AgentloopError inside
+    their own task group: the runner lets it out wrapped in nested ExceptionGroups (checked), and
+    the CLI prints the one line and exits 2."""
+    import anyio
+
+    import agentloop.runner as runner
+    from agentloop.config import RunConfig, set_field
+    from agentloop.errors import ConfigError
+
+    error = ConfigError("scorer: the reward model's server answers with another model")
+
+    async def chains(*args: object, **kwargs: object) -> None:
+        async def fail() -> None:
+            raise error
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fail)
+
+    monkeypatch.setattr(runner, "run_task_chains", chains)
+    suite = tmp_path / "sums.toml"
+    suite.write_text('format = "math_jsonl"\npath = "sums.jsonl"\n')
+    (tmp_path / "sums.jsonl").write_bytes(line({"id": "sum/0", "problem": "What is 1 + 1?", "answer": "2"}))
+    cfg = RunConfig(suite=str(suite), samples=1, runs_dir=str(tmp_path / "direct"))
+    cfg = set_field(set_field(cfg, "model.base_url", server), "model.model", "scripted")
+    with pytest.raises(BaseExceptionGroup) as info:
+        anyio.run(runner.run, cfg)
+    depth, exc = 0, info.value
+    while isinstance(exc, BaseExceptionGroup):
+        depth, exc = depth + 1, exc.exceptions[0]
+    assert exc is error and depth >= 3, (depth, exc)
+    message = one_line_error(capsys, "run", "--suite", str(suite), "-n", "1", "--base-url", server,
+                             "--model", "scripted", "--runs-dir", str(tmp_path / "runs"))
+    assert message == str(error)
