@@ -123,3 +123,15 @@ def vllm_server() -> str:
         proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+NEEDS = {"docker_ready": "docker", "vllm_server": "vllm", "vllm_launcher": "vllm"}
+"""Fixture → the marker of what a test needs. Markers follow the fixtures, so they cannot drift:
+`pytest -m "not docker and not vllm"` runs what needs neither."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in NEEDS.items():
+            if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker(marker):
+                item.add_marker(getattr(pytest.mark, marker))
