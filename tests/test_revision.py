@@ -15,7 +15,9 @@ from agentloop.model.client import ModelClient
 from agentloop.model.config import ModelConfig, SamplingParams
 from agentloop.model.scripted import ScriptedReply, ScriptedRequest, scripted_server_in_thread
 from agentloop.sandbox import DockerPool, SandboxConfig, Verdict
+from agentloop.sandbox.types import Tests
 from agentloop.strategy import Request
+from agentloop.tasks.extract import assemble
 from agentloop.tasks.suites import load_suite
 from agentloop.verify import grade
 
@@ -145,5 +147,20 @@ def test_a_candidate_that_snoops_its_memory_finds_no_grading_test_to_echo_into_f
     graded, checked = anyio.run(main)
     assert (graded.verdict, checked.verdict) == (Verdict.FAILED, Verdict.FAILED)
     assert "snoop_marker_is_visible" in checked.stderr  # the scan works
+    leaked = [line for line in grading_only_lines(SQUARE) if line in checked.stderr + checked.stdout]
+    assert leaked == []
+
+
+def test_grading_and_feedback_in_one_job_leak_no_grading_test_into_feedback():
+    """A run grades and checks an attempt in one job (grading first, then the feedback tests
+    against a fresh fork): the feedback suite's candidate holds none of the grading tests."""
+    async def main():
+        async with DockerPool.start(SandboxConfig(pool_size=1)) as pool:
+            return await pool.run_suites(assemble(SQUARE, SNOOP), [Tests(SQUARE.grading_tests, "square"),
+                                                                   Tests(SQUARE.feedback_tests, "square")], 5)
+
+    graded, checked = anyio.run(main)
+    assert (graded.verdict, checked.verdict) == (Verdict.FAILED, Verdict.FAILED)
+    assert "snoop_marker_is_visible" in checked.stderr
     leaked = [line for line in grading_only_lines(SQUARE) if line in checked.stderr + checked.stdout]
     assert leaked == []
