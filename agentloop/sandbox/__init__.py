@@ -12,7 +12,7 @@ from agentloop.sandbox.engine import (
     gc_async,
     reap_dead_runs,
 )
-from agentloop.sandbox.types import ExecResult, Sandbox, Verdict
+from agentloop.sandbox.types import ExecResult, Sandbox, Tests, Verdict
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -21,6 +21,7 @@ __all__ = [
     "PoolStats",
     "Sandbox",
     "SandboxConfig",
+    "Tests",
     "Verdict",
     "build_image",
     "build_image_async",
