@@ -65,6 +65,27 @@ async def test_a_real_loop_times_out_on_cpu_seconds_and_a_sleeper_at_the_backsto
     assert "sleeping or blocked" in sleeping.detail
 
 
+BURN = "import os, time\ndef burn(s):\n    t = time.process_time()\n    while time.process_time() - t < s:\n        pass\n"
+ESCAPES = {
+    "waited child": "def f(x):\n    p = os.fork()\n    if p == 0:\n        burn(0.3); os._exit(0)\n    os.waitpid(p, 0)\n    return x\n",
+    "zombie left to the executor": (
+        "def f(x):\n    p = os.fork()\n    if p == 0:\n        burn(0.3); os._exit(0)\n"
+        "    while open('/proc/%d/stat' % p).read().rsplit(') ', 1)[1][0] != 'Z':\n        time.sleep(0.01)\n    return x\n"),
+    "setsid escapee": "def f(x):\n    p = os.fork()\n    if p == 0:\n        os.setsid(); burn(0.3); os._exit(0)\n    os.waitpid(p, 0)\n    return x\n",
+}
+
+
+@pytest.mark.parametrize("case", list(ESCAPES))
+async def test_cpu_burnt_in_any_descendant_is_charged(case):
+    """RLIMIT_CPU is per process; the job's charge is not: 0.3 CPU s burnt in a child, whether
+    the candidate reaps it, leaves it a zombie or setsid()s it away, is in the result."""
+    async with DockerPool.start(SandboxConfig(pool_size=1)) as pool:
+        r = await pool.run_tests(BURN + ESCAPES[case], "def check(candidate):\n    assert candidate(1) == 1\n", "f", 5)
+        over = await pool.run_tests(BURN + ESCAPES[case], "def check(candidate):\n    assert candidate(1) == 1\n", "f", 0.2)
+    assert r.verdict is Verdict.PASSED and r.cpu_s >= 0.3, r
+    assert over.verdict is Verdict.TIMEOUT and over.cpu_s >= 0.2, over
+
+
 async def test_suites_of_one_job_run_against_fresh_candidates_with_their_own_verdicts():
     candidate = textwrap.dedent("""
         import os

@@ -30,22 +30,49 @@ def reaped_cpu():
 
 def job_stats(sessions):
     """(pid, fields after the command name) of every live job process. As PID 1 (in a container)
-    that is every other process of our user; elsewhere the processes of the job's sessions."""
-    me, uid = os.getpid(), os.getuid()
-    everyone = me == 1
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
+    that is every other process of our user; elsewhere the descendants of the executor (a child
+    subreaper, so orphans stay among them) in the job's sessions."""
+    me = os.getpid()
+    if me == 1:
+        uid = os.getuid()
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me and owned_by(n, uid)]
+    else:
+        pids = descendants(me)
+    for pid in pids:
         try:
-            if os.stat("/proc/" + name).st_uid != uid:
-                continue
-            with open("/proc/%s/stat" % name, "rb") as f:
+            with open("/proc/%d/stat" % pid, "rb") as f:
                 stat = f.read()
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2:].split()
-        if everyone or int(fields[3]) in sessions:
-            yield int(name), fields
+        if me == 1 or int(fields[3]) in sessions:
+            yield pid, fields
+
+
+def owned_by(name, uid):
+    try:
+        return os.stat("/proc/" + name).st_uid == uid
+    except OSError:
+        return False
+
+
+def descendants(pid):
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir("/proc/%d/task" % parent)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/children" % (parent, tid)) as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
 
 
 def live_cpu(sessions):
