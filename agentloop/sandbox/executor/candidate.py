@@ -1,8 +1,18 @@
 """The untrusted side of a job: a plain program (`sandbox exec`), or the candidate module of a
 graded job serving the tests' calls. Neither holds anything that could write a `passed`."""
 
-from .child import (HARNESS_EXIT, _exit, candidate_setup, enter_child, exit_status, finish, flush_std,
-                    fresh_main_module, format_exception, report_exception)
+from .child import (
+    HARNESS_EXIT,
+    _exit,
+    candidate_setup,
+    enter_child,
+    exit_status,
+    finish,
+    flush_std,
+    format_exception,
+    fresh_main_module,
+    report_exception,
+)
 from .framing import read_blob, write_blob
 from .values import ArgsUnpickler, dumps_value, loads_value
 

@@ -5,13 +5,12 @@ import builtins
 import os
 import sys
 
-from .child import (HARNESS_EXIT, RESULT_FD, _exit, enter_child, flush_std, fresh_main_module, report,
-                    report_exception)
+from .child import HARNESS_EXIT, RESULT_FD, _exit, enter_child, flush_std, fresh_main_module, report, report_exception
 from .framing import read_blob, write_blob
 from .values import ProtocolError, Remote, UnsupportedValue, dumps_args, loads_value
 
 RPC_FRAME_CAP = 256 << 20
-TESTS_CACHE = {}  # tests source -> code object: a suite's tests compile once per container
+TESTS_CACHE: dict = {}  # tests source -> code object: a suite's tests compile once per container
 TESTS_CACHE_SIZE = 64
 
 
@@ -30,9 +29,9 @@ class Conn:
         try:
             data = read_blob(self.fd, RPC_FRAME_CAP)
         except (EOFError, OSError):
-            raise CandidateDied()
+            raise CandidateDied from None
         except ValueError as e:
-            raise ProtocolError(str(e))
+            raise ProtocolError(str(e)) from None
         try:
             reply = loads_value(data)
         except UnsupportedValue as e:
@@ -40,9 +39,9 @@ class Conn:
         except ProtocolError:
             raise
         except RecursionError:
-            raise ProtocolError("a reply nested too deeply")
+            raise ProtocolError("a reply nested too deeply") from None
         except Exception as e:
-            raise ProtocolError("a malformed reply (%s)" % type(e).__name__)
+            raise ProtocolError("a malformed reply (%s)" % type(e).__name__) from None
         if type(reply) is not tuple or len(reply) != 2 or reply[0] not in ("ok", "exc"):
             raise ProtocolError("a malformed reply")
         if reply[0] == "exc":
@@ -54,7 +53,7 @@ class Conn:
         try:
             write_blob(self.fd, data)
         except OSError:
-            raise CandidateDied()
+            raise CandidateDied from None
         return self.receive()
 
 

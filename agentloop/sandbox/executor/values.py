@@ -33,7 +33,7 @@ class MatchValue:
     MatchValue with the same fields; `group()`, `groups()`, `span()`, `start()`, `end()` and
     `string` answer like the original's. (evalplus compares these tasks' results by `is not None`.)"""
 
-    __slots__ = ("_span", "_groups", "string")
+    __slots__ = ("_groups", "_span", "string")
 
     def __init__(self, span, groups, string):
         if (type(span) is not tuple or len(span) != 2 or not all(type(x) is int for x in span)
@@ -129,7 +129,7 @@ def dumps_value(obj):
 class Remote:
     """The tests' handle on a function defined by the candidate: calling it runs it over there."""
 
-    __slots__ = ("name", "conn")
+    __slots__ = ("conn", "name")
 
     def __init__(self, name, conn):
         self.name, self.conn = name, conn

@@ -56,7 +56,8 @@ def time_verdict(stopped, cpu_s, limit_s, wall_s):
     supervisor happened to look, so the same program gets the same verdict."""
     if stopped == "cpu" or cpu_s >= limit_s:
         cpu_s = max(cpu_s, limit_s)
-        return "timeout", "timed out after %g s (used %.2f CPU s, over its limit of %g CPU s)" % (limit_s, cpu_s, limit_s)
+        return "timeout", ("timed out after %g s (used %.2f CPU s, over its limit of %g CPU s)"
+                           % (limit_s, cpu_s, limit_s))
     if stopped == "wall":
         return "timeout", ("timed out after %g s (still running after %.1f s wall clock having used only %.2f CPU s:"
                            " sleeping or blocked)" % (limit_s, wall_s, cpu_s))
