@@ -279,9 +279,10 @@ def user_error(exc: BaseException) -> AgentloopError | KeyboardInterrupt | None:
     among such leaves is the interrupt (exit 130). Anything else is a bug: None, and the traceback
     goes through."""
     leaves = list(_leaves(exc))
-    if not all(isinstance(e, (AgentloopError, KeyboardInterrupt)) for e in leaves):
+    known = [e for e in leaves if isinstance(e, (AgentloopError, KeyboardInterrupt))]
+    if len(known) < len(leaves):
         return None
-    return next((e for e in leaves if isinstance(e, KeyboardInterrupt)), leaves[0] if leaves else None)
+    return next((e for e in known if isinstance(e, KeyboardInterrupt)), known[0] if known else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,15 +13,18 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin
 
 from agentloop.errors import ConfigError
-from agentloop.model.config import ModelConfig, SamplingParams
 from agentloop.math.scorers import ScorerConfig
+from agentloop.model.config import ModelConfig, SamplingParams
 from agentloop.sandbox.config import SandboxConfig
 from agentloop.strategy import parse_split
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 BUDGET_UNITS = ("generations", "tokens")
 
 
@@ -112,14 +115,14 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str, prefix: str = "
         name = prefix.rstrip(".") or "config"
         raise ConfigError(f"{where}: '{name}' = {data!r:.60} has the wrong type (expected a table)")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if key not in fields:
             raise ConfigError(f"{where}: unknown key '{name}' (expected one of: {', '.join(fields)})")
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = from_mapping(tp, value, where, f"{name}.")
             continue
         if not _type_ok(value, tp):
@@ -172,7 +175,7 @@ def load_config(path: Path | None) -> RunConfig:
 def override(cfg: T, **changes: Any) -> T:
     """`dataclasses.replace` that ignores flags the user did not give (None)."""
     given = {k: v for k, v in changes.items() if v is not None}
-    return dataclasses.replace(cfg, **given) if given else cfg  # type: ignore[type-var]
+    return dataclasses.replace(cfg, **given) if given else cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -189,7 +192,7 @@ def get_field(cfg: Any, dotted: str) -> Any:
 def set_field(cfg: T, dotted: str, value: Any) -> T:
     """A copy of frozen dataclass `cfg` with the dotted field set."""
     head, _, rest = dotted.partition(".")
-    return dataclasses.replace(cfg, **{head: set_field(getattr(cfg, head), rest, value) if rest else value})  # type: ignore[type-var]
+    return dataclasses.replace(cfg, **{head: set_field(getattr(cfg, head), rest, value) if rest else value})
 
 
 def validate(cfg: RunConfig, where: str = "config", flags: Mapping[str, str] | None = None) -> RunConfig:

@@ -32,7 +32,6 @@ from agentloop.tasks.suites import load_suite
 from agentloop.verify import calibrate_time_limits, graded_attempt
 
 
-
 def load_samples(path: Path, known: set[str]) -> list[tuple[str, str, bool]]:
     """(task_id, code, is_solution) per row, in file order; errors name file:line and the field.
     `is_solution`: the row's code is a `solution` (a whole program), not a `completion`."""

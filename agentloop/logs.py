@@ -8,9 +8,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -19,7 +20,7 @@ def _configure(fh: TextIO, console_level: str) -> None:
     console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     threshold = _LEVELS[console_level]
 
-    def tee(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def tee(_: WrappedLogger, method: str, event: EventDict) -> EventDict:
         if _LEVELS.get(method, 20) >= threshold:
             print(console(None, method, dict(event)), file=sys.stderr)
         return event

@@ -27,6 +27,7 @@ from agentloop.strategy import Request, slot_seed
 from agentloop.tasks.model import Suite, Task
 from agentloop.verify import graded_attempt
 
+
 @dataclass
 class Context:
     client: ModelClient
@@ -82,7 +83,7 @@ async def run_request(ctx: Context, req: Request, messages: list[dict[str, Any]]
         await _turn_then_chain(ctx, req, req.chains[0], completions[0], messages, n, caps[req.chains[0]])
         return
     async with anyio.create_task_group() as tg:
-        for chain, completion in zip(req.chains, completions):
+        for chain, completion in zip(req.chains, completions, strict=False):  # a server may return fewer
             tg.start_soon(_turn_then_chain, ctx, req, chain, completion, messages, n, caps[chain])
 
 

@@ -23,7 +23,7 @@ class RunProgress:
         )
         self._id = self._bar.add_task("run", total=most, stats="")
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> RunProgress:
         self._bar.start()
         return self
 

@@ -13,19 +13,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-import numpy as np
-
 from agentloop.attempt import Attempt, AttemptKind
-from agentloop.sandbox.types import Verdict
 from agentloop.math.metrics import METHODS, Sample, VoteRow, vote_rows
 from agentloop.metrics import PassAtK, bootstrap_ci, count_by_task, pass_at_k, pass_at_ks
+from agentloop.sandbox.types import Verdict
+from agentloop.schedule import allocate
 from agentloop.selection import Candidate, code_key, select
 from agentloop.store import AttemptStore
-from agentloop.schedule import allocate
 from agentloop.strategy import ADAPTIVE, fixed_splits, parse_split
 
 PNG_NAME = "pass_at_k.png"
@@ -158,7 +157,7 @@ def build_report(run_dir: Path) -> Report:
             run_dir=str(run_dir), run_id=store.get_meta("run_id", ""), suite=cfg.get("suite", ""),
             model=None if graded_file else cfg.get("model", {}).get("model", ""), samples_requested=samples,
             tasks=len(counts), attempts=attempts, infra_errors=sum(scan.infra.values()),
-            missing=(max(0, int(graded_rows) - attempts) if graded_file
+            missing=(max(0, int(graded_rows) - attempts) if graded_rows is not None
                      else _missing(cfg, task_ids, scan, store.get_meta("adaptive"))),
             verdicts=dict(sorted(scan.verdicts.items())),
             prompt_tokens=sum(p for _, p, _ in scan.request_prompt.values()),

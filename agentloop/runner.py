@@ -32,8 +32,8 @@ from agentloop.progress import RunProgress
 from agentloop.report import Report, write_outputs
 from agentloop.sandbox import engine
 from agentloop.sandbox.docker_pool import DockerPool
-from agentloop.store import AttemptStore
 from agentloop.schedule import AdaptiveTable, run_adaptive_task, run_task_chains
+from agentloop.store import AttemptStore
 from agentloop.strategy import ADAPTIVE, PARALLEL, Split, fixed_splits, parse_split
 from agentloop.tasks.model import Suite, Task
 from agentloop.tasks.suites import load_suite, load_suite_definition, select
@@ -180,7 +180,7 @@ async def _execute(
         await _phase(store, console, most, partial(_run_fixed, ctx, cfg, tasks, splits, store))
         if cfg.adaptive.enabled:
             table, adaptive_tasks = await _adaptive_plan(cfg, store, tasks, given)
-            await _phase(store, console, cfg.budget * len(adaptive_tasks),  # type: ignore[operator]
+            await _phase(store, console, table.budget * len(adaptive_tasks),  # table.budget == cfg.budget
                          partial(_run_adaptive, ctx, cfg, adaptive_tasks, table, store))
 
 
@@ -226,7 +226,7 @@ async def _run_fixed(ctx: Context, cfg: RunConfig, tasks: list[Task], splits: li
     async with anyio.create_task_group() as tg:
         for split in splits:
             tails = await anyio.to_thread.run_sync(store.chain_tails, split.name)
-            share = cfg.budget / split.chains if cfg.budget_unit == "tokens" else None  # type: ignore[operator]
+            share = cfg.budget / split.chains if cfg.budget_unit == "tokens" and cfg.budget is not None else None
             sctx = replace(ctx, record=record, strategy=split.name, token_share=share)
             log.info("plan", strategy=split.name, chains=split.chains, turns=split.turns, chains_logged=len(tails))
             for task in tasks:
@@ -242,7 +242,7 @@ async def _run_adaptive(ctx: Context, cfg: RunConfig, tasks: list[Task], table: 
     log.info("plan", strategy=ADAPTIVE, tasks=len(tasks), probe=table.probe, table=asdict(table))
     async with anyio.create_task_group() as tg:
         for task in tasks:
-            tg.start_soon(run_adaptive_task, actx, task, table, cfg.budget, tails,
+            tg.start_soon(run_adaptive_task, actx, task, table, table.budget, tails,
                           {k: v for k, v in probes.items() if k[1] < table.probe}, cfg.model.samples_per_request)
 
 

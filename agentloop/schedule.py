@@ -66,7 +66,7 @@ class AdaptiveTable:
         return self.best[str(bisect.bisect_right(self.edges, score))]
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "AdaptiveTable":
+    def from_json(cls, d: Mapping[str, Any]) -> AdaptiveTable:
         return cls(budget=int(d["budget"]), probe=int(d["probe"]), edges=[float(e) for e in d["edges"]],
                    best={str(k): str(v) for k, v in d["best"].items()})
 

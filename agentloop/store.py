@@ -105,7 +105,7 @@ class AttemptStore:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, run_dir: Path) -> "AttemptStore":
+    def create(cls, run_dir: Path) -> AttemptStore:
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / DB_NAME
         if path.exists():
@@ -116,7 +116,7 @@ class AttemptStore:
         return store
 
     @classmethod
-    def open(cls, run_dir: Path) -> "AttemptStore":
+    def open(cls, run_dir: Path) -> AttemptStore:
         """Open an existing store; nothing is written to a file that is not a valid store."""
         path = run_dir / DB_NAME
         if not run_dir.is_dir():
@@ -214,7 +214,7 @@ class AttemptStore:
                 "SELECT task_id, chain, turn FROM attempts WHERE kind = 'completed' AND strategy = ?",
                 (strategy,),
             ).fetchall()
-        return {tuple(r) for r in rows}  # type: ignore[misc]
+        return {tuple(r) for r in rows}
 
     def chain_tails(self, strategy: str) -> dict[tuple[str, int], tuple[Attempt, float]]:
         """Per (task, chain) of `strategy`: its last completed attempt (with messages, so the
@@ -297,7 +297,7 @@ class AttemptStore:
 
     # -- async batched writer --------------------------------------------------------------
     @asynccontextmanager
-    async def writer(self, flush_s: float = 0.05, max_pending: int = 10_000) -> AsyncIterator["Writer"]:
+    async def writer(self, flush_s: float = 0.05, max_pending: int = 10_000) -> AsyncIterator[Writer]:
         """Yields a `Writer`; on exit (even on cancellation) everything queued is committed."""
         writer = Writer(max_pending)
         async with anyio.create_task_group() as tg:

@@ -21,9 +21,9 @@ import structlog
 
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.feedback import feedback_message
-from agentloop.sandbox.types import ExecResult, Sandbox, Tests, Verdict
 from agentloop.math.canonical import answers_equal, canonical_answer
 from agentloop.math.extract import extract_answer
+from agentloop.sandbox.types import ExecResult, Sandbox, Tests, Verdict
 from agentloop.tasks.extract import assemble, build_program, extract_code
 from agentloop.tasks.model import Suite, Task
 
@@ -65,10 +65,10 @@ async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: 
         which = "sandbox" if infra is result else "sandbox (feedback tests)"
         return Attempt(**fields, task_id=task.id, kind=AttemptKind.INFRA_ERROR, finished_at=time.time(),
                        completion=text, code=code, verdict=None, grading=result, error=f"{which}: {infra.detail}")
-    feedback = {} if feedback_chars is None else {
-        "feedback": feedback_message(checked, feedback_chars), "feedback_verdict": checked.verdict if checked else None}
+    feedback = None if feedback_chars is None else feedback_message(checked, feedback_chars)
     return Attempt(**fields, task_id=task.id, kind=AttemptKind.COMPLETED, finished_at=time.time(), completion=text,
-                   code=code, verdict=result.verdict, grading=result, **feedback)
+                   code=code, verdict=result.verdict, grading=result, feedback=feedback,
+                   feedback_verdict=checked.verdict if checked else None)
 
 
 async def graded_math_attempt(task: Task, text: str, **fields: Any) -> Attempt:

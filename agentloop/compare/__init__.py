@@ -39,6 +39,14 @@ def write_json(c: Comparison, run_dir: Path) -> Path:
 
 
 __all__ = [
-    "Comparison", "JSON_NAME", "adaptive_table", "bin_of", "build_comparison", "fold_table", "print_comparison",
-    "strategy_for", "write_json", "write_pngs",
+    "JSON_NAME",
+    "Comparison",
+    "adaptive_table",
+    "bin_of",
+    "build_comparison",
+    "fold_table",
+    "print_comparison",
+    "strategy_for",
+    "write_json",
+    "write_pngs",
 ]

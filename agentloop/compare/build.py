@@ -15,8 +15,8 @@ from agentloop.compare.per_task import make_grids, walk_all
 from agentloop.compare.results import BinRow, BinTable, Comparison, Curve, OptimalCurve, PerTask
 from agentloop.compare.stats import bootstrap_points, fit_power_law, pass_at_k_rows
 from agentloop.errors import ConfigError
-from agentloop.report import build_report
 from agentloop.metrics import TaskCounts
+from agentloop.report import build_report
 
 KINDS = ("predicted", "oracle")
 
@@ -70,7 +70,7 @@ def _optimal(kind: str, per_task: PerTask, scores: np.ndarray, fixed: list[str],
         cv = cross_validate(stack, scores, settings["bins"], settings["folds"], settings["seed"])
         if cv is None:
             continue
-        budgets = [b for b, ok in zip(g.budgets, common) if ok]
+        budgets = [b for b, ok in zip(g.budgets, common, strict=True) if ok]
         choices = [{s: int((cv.choice[:, j] == i).sum()) for i, s in enumerate(fixed)} for j in range(len(budgets))]
         out[u] = OptimalCurve(kind, u, bootstrap_points(cv.success, budgets, settings["resamples"], settings["seed"]), choices)
     return out
@@ -95,7 +95,7 @@ def _best_names(by: dict[str, np.ndarray], members: np.ndarray, fixed: list[str]
         return [None] * len(grid.budgets)
     means = np.stack([np.nan_to_num(by[s][members].mean(axis=0), nan=-1.0) for s in fixed])
     common = grid.common(fixed)
-    return [fixed[i] if ok else None for i, ok in zip(best_index(means), common)]
+    return [fixed[i] if ok else None for i, ok in zip(best_index(means), common, strict=True)]
 
 
 def _notes(data: RunData) -> list[str]:

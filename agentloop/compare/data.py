@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class Row(NamedTuple):
     completion_tokens: int | None
 
     @classmethod
-    def of(cls, a: Attempt) -> "Row":
+    def of(cls, a: Attempt) -> Row:
         return cls(a.strategy, a.task_id, a.chain, a.turn, a.request_id, a.code, a.feedback_verdict, a.passed,
                    a.prompt_tokens, a.completion_tokens)
 
@@ -124,8 +124,8 @@ def _scan(store: AttemptStore) -> _Scan:
     return _Scan(rows, siblings, infra)
 
 
-def has_code(a: Attempt | Row) -> bool:
-    return bool(a.code and a.code.strip())
+def has_code(code: str | None) -> TypeGuard[str]:
+    return bool(code and code.strip())
 
 
 def code_keys(codes: Iterable[str]) -> dict[str, str]:
@@ -137,7 +137,7 @@ def code_keys(codes: Iterable[str]) -> dict[str, str]:
     if workers > 1 and sys.platform == "linux" and threading.active_count() == 1:
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                return dict(zip(unique, pool.map(code_key, unique, chunksize=512)))
+                return dict(zip(unique, pool.map(code_key, unique, chunksize=512), strict=True))
         except (OSError, BrokenProcessPool):
             pass  # no processes to be had here: one at a time
     return {c: code_key(c) for c in unique}
@@ -145,8 +145,8 @@ def code_keys(codes: Iterable[str]) -> dict[str, str]:
 
 def to_candidate(a: Attempt | Row, siblings: int, keys: Mapping[str, str] | None = None) -> Candidate:
     """Missing or empty code gets a key of its own: attempts without code never win a vote together."""
-    if has_code(a):
-        key = keys[a.code] if keys is not None and a.code in keys else code_key(a.code)  # type: ignore[arg-type]
+    if has_code(a.code):
+        key = keys[a.code] if keys is not None and a.code in keys else code_key(a.code)
     else:
         key = f"no-code/{a.chain}/{a.turn}"
     return Candidate(
@@ -171,7 +171,7 @@ def load_run(run_dir: Path, probe: int) -> RunData:
     turn0: dict[str, TaskCounts] = defaultdict(TaskCounts)
     probes: dict[str, TaskCounts] = defaultdict(TaskCounts)
     checked: Counter[str] = Counter()
-    keys = code_keys(a.code for a in scan.rows if has_code(a))  # type: ignore[misc]
+    keys = code_keys(a.code for a in scan.rows if has_code(a.code))
     for a in scan.rows:
         checked[a.strategy] += a.feedback_verdict is not None
         siblings = scan.siblings[a.request_id] if a.request_id else 1

@@ -40,8 +40,8 @@ def _band(ax: Any, curve: Curve, label: str, **style: Any) -> str:
 
 def _unit_png(plt: Any, c: Comparison, unit: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=DPI)
-    label = "dotted: " + ORACLE_LABEL.replace("; ", ";\n")
-    for cv, oracle in zip(c.success[unit], c.oracle[unit]):
+    label: str | None = "dotted: " + ORACLE_LABEL.replace("; ", ";\n")
+    for cv, oracle in zip(c.success[unit], c.oracle[unit], strict=True):
         if cv.points:
             color = _band(ax, cv, f"{cv.strategy} (adaptive)" if cv.adaptive else cv.strategy)
             ax.plot([p.budget for p in oracle.points], [p.mean for p in oracle.points], linestyle=":",
@@ -67,7 +67,7 @@ def _bins_png(plt: Any, c: Comparison, path: Path) -> Path:
     full = c.full_budget()
     fig, axes = plt.subplots(1, len(c.bins), figsize=(6 * len(c.bins), 4), dpi=DPI, squeeze=False)
     col = c.grids["generations"].budgets.index(full) if full is not None else None
-    for ax, (kind, bt) in zip(axes[0], c.bins.items()):
+    for ax, (kind, bt) in zip(axes[0], c.bins.items(), strict=True):
         width = 0.8 / max(1, len(c.strategies))
         for i, s in enumerate(c.strategies):
             vals = [np.nan if col is None or r.success["generations"][s.name][col] is None
@@ -90,7 +90,7 @@ def _pass_at_k_png(plt: Any, c: Comparison, path: Path) -> Path:
     left.set(xscale="log", ylim=(0, 1), xlabel="k", ylabel="pass@k", title="pass@k")
     fail = [(r.k, 1 - r.mean) for r in c.pass_at_k if 1 - r.mean > 0]
     if fail:
-        right.plot(*zip(*fail), marker="o", linestyle="none", label="fail@k = 1 - pass@k")
+        right.plot(*zip(*fail, strict=True), marker="o", linestyle="none", label="fail@k = 1 - pass@k")
     pl = c.power_law
     if pl.a is not None:
         right.plot([k for k, _ in pl.fitted], [1 - v for _, v in pl.fitted], linestyle="--",

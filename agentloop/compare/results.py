@@ -109,7 +109,7 @@ class Comparison:
     def full_budget(self, unit: str = "generations") -> float | None:
         """The largest budget of `unit` that every fixed strategy reaches."""
         grid = self.grids[unit]
-        common = [b for b, ok in zip(grid.budgets, grid.common(self.fixed)) if ok]
+        common = [b for b, ok in zip(grid.budgets, grid.common(self.fixed), strict=True) if ok]
         return common[-1] if common and self.fixed else None
 
     def to_json(self) -> dict[str, Any]:

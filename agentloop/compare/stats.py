@@ -30,8 +30,9 @@ def bootstrap_points(values: np.ndarray, budgets: list[float], resamples: int, s
     weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
     means = weights @ v / n
     lo, hi = np.percentile(means, [2.5, 97.5], axis=0)
-    kept = [b for b, k in zip(budgets, keep) if k]
-    return [Point(b, float(m), float(min(l, m)), float(max(h, m))) for b, m, l, h in zip(kept, v.mean(axis=0), lo, hi)]
+    kept = [b for b, k in zip(budgets, keep, strict=True) if k]
+    return [Point(b, float(m), float(min(low, m)), float(max(high, m)))
+            for b, m, low, high in zip(kept, v.mean(axis=0), lo, hi, strict=True)]
 
 
 def powers_of_two(n: int) -> list[int]:
@@ -59,7 +60,7 @@ class PowerLaw:
 
 def fit_power_law(ks: list[int], coverage: list[float]) -> PowerLaw:
     """Least squares of log(-log c) = log a - b·log k over the points with 0 < c < 1."""
-    pts = [(k, c) for k, c in zip(ks, coverage) if 0 < c < 1]
+    pts = [(k, c) for k, c in zip(ks, coverage, strict=True) if 0 < c < 1]
     if len(pts) < 2 or len({k for k, _ in pts}) < 2:
         return PowerLaw(None, None, len(pts), [])
     x = np.log([k for k, _ in pts])

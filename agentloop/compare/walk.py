@@ -72,7 +72,7 @@ class _Arrays:
     costs: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, cands: Sequence[Candidate]) -> "_Arrays":
+    def of(cls, cands: Sequence[Candidate]) -> _Arrays:
         chains = sorted({c.chain for c in cands})
         chain_of = np.searchsorted(chains, [c.chain for c in cands])
         lengths = np.bincount(chain_of, minlength=len(chains))

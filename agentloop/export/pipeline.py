@@ -90,7 +90,7 @@ class _Outputs:
         self._tmp = {k: p.with_name(f".{p.name}.tmp") for k, p in paths.items()}
         self._files: dict[str, IO[str]] = {}
 
-    def __enter__(self) -> "_Outputs":
+    def __enter__(self) -> _Outputs:
         for key, tmp in self._tmp.items():
             if key != "stats":
                 self._files[key] = open(tmp, "w", encoding="utf-8")
@@ -189,7 +189,8 @@ def _records(sources: list[RunSource], rows: list[Row], opts: ExportOptions, cou
         firsts.setdefault(r.run, r)
         if r.turn == 0 and r.prompt_tokens is not None:
             turn0.setdefault(r.run, r.prompt_tokens)
-    math = any([sources[run].task(r).is_math for run, r in firsts.items()])  # checks every run knows the task
+    # A list, not a generator: it checks that every run knows the task.
+    math = any([sources[run].task(r).is_math for run, r in firsts.items()])  # noqa: C419
     key = _per_row(lambda r: dedup_key(r, opts.dedup, math))
     verified = [r for r in rows if judged(r, opts.verified_by, math) == Verdict.PASSED.value]
     stats.verified += len(verified)

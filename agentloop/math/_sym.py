@@ -138,5 +138,5 @@ def canonical_form(norm: str) -> Result | None:
         if expr.has(sympy.zoo, sympy.nan):
             return None  # \frac{1}{0}: keep the string, do not equate all undefined answers
         return sympy.sstr(expr), _value(expr)
-    except Exception:  # latex2sympy raises bare Exception on parse errors
+    except Exception:  # noqa: BLE001 - latex2sympy raises bare Exception on parse errors
         return None

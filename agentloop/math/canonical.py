@@ -103,7 +103,7 @@ def canonicals(strings: Iterable[str]) -> list[Canon]:
         else:
             pending[s] = norm
     todo = sorted(set(pending.values()))
-    results = dict(zip(todo, _STATE.get_pool().map(todo))) if todo else {}
+    results = dict(zip(todo, _STATE.get_pool().map(todo), strict=True)) if todo else {}
     for s, norm in pending.items():
         r = results[norm]
         found[s] = Canon(r[0], r[1], True) if r is not None else Canon(norm)

@@ -55,7 +55,7 @@ class MathProblem:
                 "solution": self.solution, "metadata": self.metadata}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "MathProblem":
+    def from_json(cls, d: dict[str, Any]) -> MathProblem:
         return cls(**d)
 
 

@@ -43,16 +43,16 @@ def pick(samples: Sequence[Sample], method: str) -> bool:
     """Whether `method` picks a correct answer from `samples` (ties: the earliest sample)."""
     if method == "pass":
         return any(s.correct for s in samples)
-    voters = [s for s in samples if s.key is not None]
+    voters = [(s.key, s) for s in samples if s.key is not None]
     if not voters:
         return False
     if method == "best":
-        return max(voters, key=lambda s: s.score or 0.0).correct  # max keeps the first of equals
+        return max(voters, key=lambda v: v[1].score or 0.0)[1].correct  # max keeps the first of equals
     weight: dict[str, float] = defaultdict(float)
     correct: dict[str, bool] = {}
-    for s in voters:
-        weight[s.key] += 1.0 if method == "majority" else (s.score or 0.0)  # type: ignore[index]
-        correct[s.key] = correct.get(s.key, False) or s.correct  # type: ignore[index]
+    for key, s in voters:
+        weight[key] += 1.0 if method == "majority" else (s.score or 0.0)
+        correct[key] = correct.get(key, False) or s.correct
     return correct[max(weight, key=weight.__getitem__)]  # dicts keep first-seen order for ties
 
 

@@ -13,6 +13,10 @@ import resource
 import threading
 import time
 from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the parent never imports sympy
+    from agentloop.math._sym import Result
 
 _PRELOAD = ["agentloop.math._sym"]
 
@@ -32,7 +36,7 @@ def _serve(conn: Connection, mem_mb: int) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: mp.context.BaseContext, mem_mb: int) -> None:
+    def __init__(self, ctx: mp.context.ForkServerContext | mp.context.SpawnContext, mem_mb: int) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child, mem_mb), daemon=True)
         self.proc.start()
@@ -51,6 +55,7 @@ class CanonPool:
 
     def __init__(self, workers: int = 2, timeout_s: float = 2.0, mem_mb: int = 2048) -> None:
         self.timeout_s, self.mem_mb, self.size = timeout_s, mem_mb, workers
+        self._ctx: mp.context.ForkServerContext | mp.context.SpawnContext
         try:
             self._ctx = mp.get_context("forkserver")
             self._ctx.set_forkserver_preload(_PRELOAD)
@@ -60,15 +65,15 @@ class CanonPool:
         self._lock = threading.Lock()
         self.timeouts = 0
 
-    def map(self, items: list[str]) -> list[object]:
+    def map(self, items: list[str]) -> list[Result | None]:
         """Run every item; a thread-safe, blocking call (wrap in ``anyio.to_thread`` from async)."""
         with self._lock:
             while len(self._workers) < min(self.size, max(1, len(items))):
                 self._workers.append(_Worker(self._ctx, self.mem_mb))
             return self._run(items)
 
-    def _run(self, items: list[str]) -> list[object]:
-        results: list[object] = [None] * len(items)
+    def _run(self, items: list[str]) -> list[Result | None]:
+        results: list[Result | None] = [None] * len(items)
         todo, done = list(range(len(items) - 1, -1, -1)), 0
         while done < len(items):
             for w in self._workers:
@@ -76,17 +81,17 @@ class CanonPool:
                     w.item = todo.pop()
                     w.deadline = time.monotonic() + self.timeout_s
                     w.conn.send(items[w.item])
-            busy = [w for w in self._workers if w.item is not None]
-            ready = wait([w.conn for w in busy], max(0.0, min(w.deadline for w in busy) - time.monotonic()))
-            for w in busy:
+            busy = [(w, w.item) for w in self._workers if w.item is not None]
+            ready = wait([w.conn for w, _ in busy], max(0.0, min(w.deadline for w, _ in busy) - time.monotonic()))
+            for w, item in busy:
                 if w.conn in ready:
-                    results[w.item], w.item, done = self._receive(w), None, done + 1
+                    results[item], w.item, done = self._receive(w), None, done + 1
                 elif time.monotonic() >= w.deadline:
                     self._replace(w)
                     done += 1
         return results
 
-    def _receive(self, w: _Worker) -> object:
+    def _receive(self, w: _Worker) -> Result | None:
         try:
             return w.conn.recv()
         except (EOFError, OSError):  # the worker died (e.g. the memory limit): start another

@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import anyio
 import openai
@@ -63,7 +63,7 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIStatusError) and (exc.status_code == 429 or exc.status_code >= 500)
 
 
-def _is_unreachable(exc: BaseException) -> bool:
+def _is_unreachable(exc: BaseException) -> TypeGuard[openai.APIConnectionError]:
     """No connection could be made (refused, no route, connect timeout): the server is down or
     restarting, not misbehaving, so waiting for it is the fix and costs it nothing."""
     cause = type(exc.__cause__)
@@ -218,7 +218,7 @@ class ModelClient:
         await policy.sleep(policy.wait_s(1))
         tries = 1
         retrying = AsyncRetrying(
-            stop=lambda state: policy.give_up(state.outcome.exception()),
+            stop=lambda state: policy.give_up(state.outcome.exception() if state.outcome is not None else None),
             wait=lambda state: policy.wait_s(state.attempt_number + 1),
             retry=retry_if_exception(_is_retryable),
             sleep=policy.sleep,

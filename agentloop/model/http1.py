@@ -65,7 +65,7 @@ async def serve_connection(stream: SocketStream, serve: Callable[[SocketStream],
         except CLOSED:
             pass
         except Exception:
-            log.exception(f"{name}: connection handler failed")
+            log.exception("connection handler failed", server=name)
 
 
 def head(status: int, headers: Sequence[tuple[str, str]], length: int, reason: str | None = None) -> bytes:

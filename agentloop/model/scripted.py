@@ -239,7 +239,7 @@ class ScriptedServer:
         self.requests.append(request)
         try:
             reply = await self._run_script(request)
-        except Exception as e:  # the user's script failed: answer 500 so the client sees it
+        except Exception as e:  # noqa: BLE001 - the user's script failed: answer 500 so the client sees it
             await stream.send(error_reply(500, f"script raised {type(e).__name__}: {e}"))
             return True
         if reply.delay_s:

@@ -7,6 +7,7 @@ numpy. No `docker exec`, no container per job.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -270,7 +271,7 @@ class DockerPool:
         """Give the slot a fresh worker; on failure remember why (the slot is retried on use)."""
         try:
             slot.worker = await self._new_worker()
-        except Exception as e:  # Docker API, engine gone, executor never ready
+        except Exception as e:  # noqa: BLE001 - Docker API, engine gone, executor never ready
             slot.worker, slot.error = None, f"{type(e).__name__}: {e}"
             return False
         slot.error = ""
@@ -345,10 +346,8 @@ class DockerPool:
             if old is not None:
                 tg.start_soon(self._discard, old)
             tg.start_soon(self._restart, slot)
-        try:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._idle_send.send_nowait(slot)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
 
     async def _discard(self, worker: _Worker) -> None:
         self._workers.discard(worker)

@@ -31,11 +31,11 @@ def connect(timeout_s: float = 60) -> docker.DockerClient:
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
         client = docker.from_env(timeout=int(timeout_s), max_pool_size=32)
-    except Exception as e:  # noqa: BLE001 - DockerException, bad DOCKER_HOST, missing socket
+    except Exception as e:  # DockerException, bad DOCKER_HOST, missing socket
         raise DockerUnavailable(_no_engine(where)) from e
     try:
         client.ping()
-    except Exception as e:  # noqa: BLE001 - requests' ConnectionError is not a DockerException
+    except Exception as e:  # requests' ConnectionError is not a DockerException
         client.close()
         raise DockerUnavailable(_no_engine(where)) from e
     return client

@@ -38,7 +38,7 @@ class ExecResult:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ExecResult":
+    def from_json(cls, d: dict[str, Any]) -> ExecResult:
         return cls(**{**d, "verdict": Verdict(d["verdict"])})
 
 

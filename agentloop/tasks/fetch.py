@@ -109,7 +109,8 @@ def download(url: str, sha256: str, dest: Path) -> Path:
         with os.fdopen(fd, "wb") as out:
             received, expected_bytes, actual = _stream(url, out, dest, own_copy)
         if expected_bytes is not None and received != expected_bytes:
-            raise DataError(f"{url}: download cut off after {received} of {expected_bytes} bytes (Content-Length); nothing was kept; try again, or {own_copy}")
+            raise DataError(f"{url}: download cut off after {received} of {expected_bytes} bytes (Content-Length); "
+                            f"nothing was kept; try again, or {own_copy}")
         if actual != sha256:
             raise DataError(
                 f"{url}: sha256 mismatch (expected {sha256}, got {actual}, {received} bytes); "
@@ -132,23 +133,28 @@ def _stream(url: str, out: IO[bytes], dest: Path, own_copy: str) -> tuple[int, i
     response: httpx.Response | None = None
     try:
         # identity: the checksum is of the file as published, and Content-Length then counts it.
-        with httpx.Client(follow_redirects=True, timeout=timeout, headers={"Accept-Encoding": "identity"}) as client:
-            with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise DataError(f"{url}: HTTP {response.status_code} {response.reason_phrase}; cannot download the suite's data; {own_copy}")
-                length = response.headers.get("content-length")
-                expected = int(length) if length and length.isdigit() and "content-encoding" not in response.headers else None
-                size = f" ({expected / 1e6:.1f} MB)" if expected is not None else ""
-                print(f"agentloop: downloading {url}{size} into {dest.parent} (first use)", file=sys.stderr)
-                for chunk in response.iter_bytes(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                return response.num_bytes_downloaded, expected, digest.hexdigest()
+        with (
+            httpx.Client(follow_redirects=True, timeout=timeout, headers={"Accept-Encoding": "identity"}) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise DataError(f"{url}: HTTP {response.status_code} {response.reason_phrase}; "
+                                f"cannot download the suite's data; {own_copy}")
+            length = response.headers.get("content-length")
+            identity = "content-encoding" not in response.headers
+            expected = int(length) if length and length.isdigit() and identity else None
+            size = f" ({expected / 1e6:.1f} MB)" if expected is not None else ""
+            print(f"agentloop: downloading {url}{size} into {dest.parent} (first use)", file=sys.stderr)
+            for chunk in response.iter_bytes(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            return response.num_bytes_downloaded, expected, digest.hexdigest()
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as e:
         if response is not None and response.status_code == 200:
             got = response.num_bytes_downloaded
             of = f"{got} of {expected}" if expected is not None else f"{got}"
-            raise DataError(f"{url}: download cut off after {of} bytes ({_one_line(e)}); nothing was kept; try again, or {own_copy}") from None
+            raise DataError(f"{url}: download cut off after {of} bytes ({_one_line(e)}); nothing was kept; "
+                            f"try again, or {own_copy}") from None
         raise DataError(f"{url}: cannot download ({_one_line(e)}); offline? {own_copy}") from None
     except httpx.InvalidURL as e:
         raise DataError(f"{url}: invalid URL ({_one_line(e)}); fix the suite's 'url', or {own_copy}") from None

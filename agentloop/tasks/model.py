@@ -34,7 +34,7 @@ class Task:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Task":
+    def from_json(cls, d: dict[str, Any]) -> Task:
         return cls(**d)
 
 
