@@ -18,7 +18,10 @@ Prints attempts/s per window; RSS, open fds, asyncio tasks and threads at the st
 `--warmup`) and at the end (before cancelling) with growth per 1000 attempts; event-loop lag
 (overshoot of a 10 ms sleep) p50/p99/max; the store's row count against what was recorded; and
 the run's containers left after exit. One `target ...: PASS|FAIL (value)` line per target, then
-`ratio soak_rss END/START` as the last line. Exit status 1 when a target fails.
+`ratio soak_rss END/START` as the last line. A target that could not be measured is not a pass:
+it prints `target ...: UNMEASURED (why)` (stopped before the warm-up ended, no attempts or no lag
+samples after warm-up, containers not counted, store rows or recorded attempts not counted).
+Exit status 1 when a target fails or is unmeasured.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import functools
 import gc
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -270,17 +274,20 @@ async def soak(args: argparse.Namespace, url: str, runs_dir: Path, state: State,
     if run_dir is not None and (run_dir / DB_NAME).exists():
         with sqlite3.connect(run_dir / DB_NAME) as conn:
             out["store_rows"] = conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
-    docker_client = await anyio.to_thread.run_sync(engine.connect)
-    try:
-        run_id = out.get("run_id", "")
-        ours, others, other_runs = await anyio.to_thread.run_sync(count_containers, docker_client, run_id)
-        if ours:  # removal may be slow, or they leaked: look again
-            out["leaked_containers_first_look"] = ours
-            await anyio.sleep(5)
+    try:  # a failed count leaves leaked_containers unset: the target is UNMEASURED, not passed
+        docker_client = await anyio.to_thread.run_sync(engine.connect)
+        try:
+            run_id = out.get("run_id", "")
             ours, others, other_runs = await anyio.to_thread.run_sync(count_containers, docker_client, run_id)
-        out.update(leaked_containers=ours, other_agentloop_containers=others, other_runs=other_runs)
-    finally:
-        await anyio.to_thread.run_sync(docker_client.close)
+            if ours:  # removal may be slow, or they leaked: look again
+                out["leaked_containers_first_look"] = ours
+                await anyio.sleep(5)
+                ours, others, other_runs = await anyio.to_thread.run_sync(count_containers, docker_client, run_id)
+            out.update(leaked_containers=ours, other_agentloop_containers=others, other_runs=other_runs)
+        finally:
+            await anyio.to_thread.run_sync(docker_client.close)
+    except Exception as e:  # noqa: BLE001 - Docker gone at the end: say so in the report
+        out["containers_error"] = f"{type(e).__name__}: {e}"
 
 
 async def drive(args: argparse.Namespace, url: str, runs_dir: Path, state: State, out: dict[str, Any],
@@ -445,25 +452,39 @@ def summarize(args: argparse.Namespace, state: State, out: dict[str, Any]) -> in
           f"engine (other processes): {out.get('other_agentloop_containers')}")
     rss_ratio = e.rss_mib / s.rss_mib if steady else nan
     p99 = pct(whole, 99)
-    targets: list[tuple[str, bool | None, str]] = [  # None: not measured
-        (f"event-loop lag p99 < {LAG_TARGET_MS:g} ms", p99 < LAG_TARGET_MS if whole else None, f"{p99:.0f} ms"),
-        ("leaked containers = 0", out.get("leaked_containers") == 0, f"{out.get('leaked_containers')}"),
-        ("store holds every recorded attempt", out.get("store_rows") == out.get("recorded"),
-         f"{out.get('store_rows')}/{out.get('recorded')}"),
-        (f"RSS end/start <= {RSS_NOISE:g}", rss_ratio <= RSS_NOISE if steady else None, f"{rss_ratio:.3f}"),
-        (f"open fds growth <= {FD_NOISE}", e.fds - s.fds <= FD_NOISE if steady else None, f"{e.fds - s.fds:+d}"),
+    # Why a steady-state target cannot be judged (None: it can). A leak check needs a start and an
+    # end snapshot and attempts between them.
+    no_steady = ("stopped before the warm-up ended: no start snapshot" if not steady
+                 else "no attempts completed after warm-up" if done <= 0 else None)
+    rss_why = no_steady or ("RSS not read" if math.isnan(rss_ratio) else None)
+    lag_why = ("no lag samples after warm-up" if not lags else None) if steady else no_steady
+    leaked = out.get("leaked_containers")
+    leaked_why = None if isinstance(leaked, int) else \
+        f"containers not counted ({out.get('containers_error') or 'the run did not get that far'})"
+    rows, recorded = out.get("store_rows"), out.get("recorded")
+    store_why = ("recorded attempts not counted (the writer did not close)" if recorded is None
+                 else "store rows not counted (no store file)" if rows is None else None)
+    # (name, passed, value shown, why it is unmeasured or None)
+    targets: list[tuple[str, bool, str, str | None]] = [
+        (f"event-loop lag p99 < {LAG_TARGET_MS:g} ms", p99 < LAG_TARGET_MS, f"{p99:.0f} ms", lag_why),
+        ("leaked containers = 0", leaked == 0, f"{leaked}", leaked_why),
+        ("store holds every recorded attempt", rows == recorded, f"{rows}/{recorded}", store_why),
+        (f"RSS end/start <= {RSS_NOISE:g}", rss_ratio <= RSS_NOISE, f"{rss_ratio:.3f}", rss_why),
+        (f"open fds growth <= {FD_NOISE}", e.fds - s.fds <= FD_NOISE, f"{e.fds - s.fds:+d}", no_steady),
     ]
-    for name, ok, value in targets:
-        print(f"target {name}: {'n/a' if ok is None else 'PASS' if ok else 'FAIL'} ({value})")
+    results: dict[str, str] = {}
+    for name, ok, value, why in targets:
+        results[name] = "UNMEASURED" if why else "PASS" if ok else "FAIL"
+        print(f"target {name}: " + (f"UNMEASURED ({why})" if why else f"{results[name]} ({value})"))
     if args.out:
         out.update(start=vars(s), end=vars(e), windows=state.windows, verdicts=dict(state.kinds),
                    lag_ms={"p50": pct(whole, 50), "p99": p99, "max": max(whole, default=None),
                            "steady_p99": pct(lags, 99), "steady_max": max(lags, default=None),
                            "warmup_p99": pct(warm, 99), "warmup_max": max(warm, default=None)},
-                   interrupted=state.interrupted, targets={n: ok for n, ok, _ in targets})
+                   interrupted=state.interrupted, targets=results)
         args.out.write_text(json.dumps(out, indent=1, default=str))
     print(f"ratio soak_rss {rss_ratio:.3f}")
-    return 0 if all(ok is not False for _, ok, _ in targets) else 1
+    return 0 if all(r == "PASS" for r in results.values()) else 1
 
 
 if __name__ == "__main__":
