@@ -15,7 +15,8 @@ from .jobs import Place, run_job
 from .procs import kill_all, wipe
 
 PREIMPORTS = (
-    "numpy", "math", "cmath", "re", "string", "itertools", "functools", "collections",
+    "numpy", "numpy.random",  # numpy 2 loads numpy.random lazily; every candidate reseeds it
+    "math", "cmath", "re", "string", "itertools", "functools", "collections",
     "heapq", "bisect", "random", "json", "typing", "fractions", "decimal", "statistics",
     "datetime", "hashlib", "copy", "operator", "array", "traceback", "linecache", "types",
     "builtins", "threading", "atexit", "io",
