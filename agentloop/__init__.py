@@ -30,7 +30,8 @@ from agentloop.tasks.suites import load_suite
 
 __all__ = [
     "AgentloopError", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
-    "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ExportOptions", "ExportStats", "ImageMissing", "InfraError",
+    "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ExportOptions", "ExportStats", "ImageMissing",
+    "InfraError",
     "ModelClient", "ModelConfig", "Report", "RunConfig", "RunDirError", "SamplingParams", "Sandbox",
     "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "answers_equal", "build_report",
     "canonical_answer", "export_runs", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",

@@ -27,7 +27,8 @@ def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"invalid JSON {text!r:.60} ({e.msg}); expected an object like '{{\"top_k\": 20}}'") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid JSON {text!r:.60} ({e.msg}); expected an object like '{{\"top_k\": 20}}'") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"{text!r:.60} is not a JSON object; expected one like '{{\"top_k\": 20}}'")
     return value
@@ -92,10 +93,13 @@ def _export_parser(sub: Any) -> None:
 
     p = sub.add_parser("export", help="verified attempts of run dirs as fine-tuning JSONL (SFT, DPO, OpenAI)")
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="one or more run dirs, merged")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="train JSONL; val, stats (and metadata) beside it")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="train JSONL; val, stats (and metadata) beside it")
     p.add_argument("--format", choices=FORMATS, default="sft",
-                   help="sft: TRL messages; dpo: TRL prompt/chosen/rejected; openai / openai-dpo: OpenAI fine-tuning JSONL")
-    p.add_argument("--shape", choices=SHAPES, default="final", help="SFT: final answer only, or the whole revision chain")
+                   help="sft: TRL messages; dpo: TRL prompt/chosen/rejected; "
+                        "openai / openai-dpo: OpenAI fine-tuning JSONL")
+    p.add_argument("--shape", choices=SHAPES, default="final",
+                   help="SFT: final answer only, or the whole revision chain")
     p.add_argument("--verified-by", choices=VERIFIED_BY, default="grading",
                    help="feedback: trust the feedback tests (suites without hidden tests); math uses the reference")
     p.add_argument("--dedup", choices=DEDUP, default="code",
@@ -105,7 +109,8 @@ def _export_parser(sub: Any) -> None:
     p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
                    help="share of task ids held out for validation (<stem>.val.jsonl)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split (default 0)")
-    p.add_argument("--tokenizer", metavar="NAME", help="tokenizer (local name or path) for the token counts; 'usage': the server's numbers")
+    p.add_argument("--tokenizer", metavar="NAME",
+                   help="tokenizer (local name or path) for the token counts; 'usage': the server's numbers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,7 +265,8 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "compare": _cmd_compare, "export": _cmd_export, "serve": _cmd_serve, "sandbox": _cmd_sandbox}
+COMMANDS = {"run": _cmd_run, "grade": _cmd_grade, "report": _cmd_report, "compare": _cmd_compare, "export": _cmd_export,
+            "serve": _cmd_serve, "sandbox": _cmd_sandbox}
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:

@@ -150,7 +150,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         line = _line_of(e.object, e.start)
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); expected a TOML file") from None
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); expected a TOML file") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -160,7 +161,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         if m is None:
             raise ConfigError(f"{path}: invalid TOML ({msg})") from None
         loc = f"{m[1]}:{m[2]}" if m[1] else str(max(1, len(text.splitlines())))
-        raise ConfigError(f"{path}:{loc}: invalid TOML ({msg[: m.start()]}{'' if m[1] else ' at end of file'})") from None
+        at_end = "" if m[1] else " at end of file"
+        raise ConfigError(f"{path}:{loc}: invalid TOML ({msg[: m.start()]}{at_end})") from None
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -216,12 +218,14 @@ def validate(cfg: RunConfig, where: str = "config", flags: Mapping[str, str] | N
         (cfg.sandbox.pool_size >= 1, "sandbox.pool_size", "an integer >= 1"),
         (cfg.budget is None or cfg.budget >= 1, "budget", "an integer >= 1"),
         (cfg.budget_unit in BUDGET_UNITS, "budget_unit", "one of: " + ", ".join(repr(u) for u in BUDGET_UNITS)),
-        (cfg.budget is not None or cfg.budget_unit != "tokens", "budget", "set (an integer >= 1) when budget_unit is 'tokens'"),
+        (cfg.budget is not None or cfg.budget_unit != "tokens", "budget",
+         "set (an integer >= 1) when budget_unit is 'tokens'"),
         (cfg.revision.feedback_chars >= 80, "revision.feedback_chars", "an integer >= 80"),
         (cfg.adaptive.probe >= 1, "adaptive.probe", "an integer >= 1"),
         (cfg.adaptive.folds >= 2, "adaptive.folds", "an integer >= 2"),
         (not cfg.adaptive.enabled or cfg.budget is not None, "budget", "set when adaptive is enabled"),
-        (not cfg.adaptive.enabled or cfg.budget_unit == "generations", "budget_unit", "'generations' when adaptive is enabled"),
+        (not cfg.adaptive.enabled or cfg.budget_unit == "generations", "budget_unit",
+         "'generations' when adaptive is enabled"),
         (not cfg.adaptive.enabled or cfg.budget is None or cfg.budget > cfg.adaptive.probe, "budget",
          "larger than adaptive.probe (the probe is part of the budget)"),
         (cfg.splits is None or len(cfg.splits) >= 1, "splits", "a non-empty list of 'N:M' strings"),
@@ -239,8 +243,10 @@ def validate(cfg: RunConfig, where: str = "config", flags: Mapping[str, str] | N
         split = parse_split(text, flag or f"{where}: 'splits'")
         if cfg.budget_unit == "generations" and cfg.budget is not None and split.generations != cfg.budget:
             name = flag or f"{where}: 'splits'"
-            raise ConfigError(f"{name}: {text!r} is {split.generations} generations per task, but budget is {cfg.budget}; "
+            raise ConfigError(f"{name}: {text!r} is {split.generations} generations per task, "
+                              f"but budget is {cfg.budget}; "
                               "expected N×M = budget for every split (equal compute)")
     if cfg.splits is not None and len({parse_split(t).name for t in cfg.splits}) != len(cfg.splits):
-        raise ConfigError(f"{flag or where + ': ' + repr('splits')}: {cfg.splits!r:.80} names a split twice; expected distinct splits")
+        raise ConfigError(f"{flag or where + ': ' + repr('splits')}: {cfg.splits!r:.80} names a split twice; "
+                          "expected distinct splits")
     return cfg

@@ -33,7 +33,8 @@ async def run_feedback_tests(sandbox: Sandbox, task: Task, code: str, time_limit
 def feedback_message(result: ExecResult | None, limit_chars: int = DEFAULT_LIMIT_CHARS) -> str:
     """The user turn that follows a failed attempt (capped at `limit_chars`)."""
     if result is None:
-        return "Your code could not be checked (this task has no feedback tests). Review it and reply with a corrected version."
+        return ("Your code could not be checked (this task has no feedback tests). "
+                "Review it and reply with a corrected version.")
     if result.verdict is Verdict.PASSED:
         return "Your code passes the example tests."
     parts = [_headline(result)]

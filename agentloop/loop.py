@@ -127,7 +127,8 @@ async def finish_turn(ctx: Context, task: Task, chain: int, turn: int, messages:
         extra={"seed": seed, "finish_reason": c.finish_reason, "time_limit_s": limit, "http_tries": c.attempts},
     )
     if task.is_math:  # no tests to show: a revision turn asks the model to check its own work
-        attempt = dataclasses.replace(attempt, feedback=MATH_REVISION_PROMPT, extra=await _scored(ctx, task, c, attempt))
+        extra = await _scored(ctx, task, c, attempt)
+        attempt = dataclasses.replace(attempt, feedback=MATH_REVISION_PROMPT, extra=extra)
     await ctx.record(attempt)
     return attempt
 

@@ -238,7 +238,8 @@ def print_report(report: Report, console: Console) -> None:
     if partial := [row for row in report.pass_at_k if row.tasks < report.tasks]:
         console.print(f"pass@k averages over the tasks with at least k completed samples only: pass@{partial[0].k} "
                       f"over {partial[0].tasks} of {report.tasks} tasks"
-                      + (f", pass@{partial[-1].k} over {partial[-1].tasks} of {report.tasks}" if len(partial) > 1 else ""),
+                      + (f", pass@{partial[-1].k} over {partial[-1].tasks} of {report.tasks}"
+                         if len(partial) > 1 else ""),
                       markup=False, highlight=False)
     if _chains(report):
         console.print(strategy_table(report.strategies))
@@ -259,7 +260,8 @@ def print_report(report: Report, console: Console) -> None:
     for reason in report.infra_error_reasons:
         console.print(f"  infra error ×{reason['count']}: {reason['error']}", markup=False, highlight=False)
     if not report.graded:  # a graded file's rows were made elsewhere: no tokens were spent here
-        console.print(f"tokens: {report.prompt_tokens} prompt (once per request), {report.completion_tokens} completion")
+        console.print(f"tokens: {report.prompt_tokens} prompt (once per request), "
+                      f"{report.completion_tokens} completion")
 
 
 def math_table(rows: list[VoteRow]) -> Table:
@@ -284,7 +286,8 @@ def _chains(report: Report) -> bool:
 
 
 def strategy_table(rows: list[StrategySummary]) -> Table:
-    table = Table("strategy", "success", "95% CI", "oracle*", "turn-0 pass", "gens", "prompt tok (cached)", "compl. tok",
+    table = Table("strategy", "success", "95% CI", "oracle*", "turn-0 pass", "gens", "prompt tok (cached)",
+                  "compl. tok",
                   title="per strategy: success = the answer picked with the feedback tests passes the grading tests\n"
                         "(* oracle: any attempt passes the grading tests; not selectable)")
     for r in rows:
@@ -306,7 +309,8 @@ def write_png(report: Report, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     label = Path(report.graded_file).name if report.graded_file else report.model or "model"
     ax.plot(ks, [r.mean for r in report.pass_at_k], marker="o", label=label)
-    ax.fill_between(ks, [r.ci_low for r in report.pass_at_k], [r.ci_high for r in report.pass_at_k], alpha=0.25, label="95% CI")
+    ax.fill_between(ks, [r.ci_low for r in report.pass_at_k], [r.ci_high for r in report.pass_at_k], alpha=0.25,
+                    label="95% CI")
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()

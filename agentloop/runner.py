@@ -71,24 +71,28 @@ def _resumed_config(run_dir: Path, stored: RunConfig, changes: Mapping[str, Any]
             cfg = set_field(cfg, name, value)
         elif value != get_field(stored, name):
             raise ConfigError(
-                f"--resume {run_dir}: '{name}' = {value!r:.200} differs from the run's {get_field(stored, name)!r:.200}; "
+                f"--resume {run_dir}: '{name}' = {value!r:.200} differs from the run's "
+                f"{get_field(stored, name)!r:.200}; "
                 "a resumed run keeps its settings (only [model] connection and retry settings and "
                 "sandbox.pool_size may change): start a new run to change it"
             )
     return validate(cfg, f"--resume {run_dir}")
 
 
-def _load_resume(run_dir: Path, changes: Mapping[str, Any]) -> tuple[RunConfig, AttemptStore, Suite, list[Task], dict[str, float]]:
+def _load_resume(run_dir: Path,
+                 changes: Mapping[str, Any]) -> tuple[RunConfig, AttemptStore, Suite, list[Task], dict[str, float]]:
     """The stored config, suite and tasks (no task file is read again), with `changes` applied."""
     store = AttemptStore.open(run_dir)
     try:
         if graded := store.get_meta("graded_file"):
-            raise RunDirError(f"{run_dir}: made by `agentloop grade {graded}`; grade the file again instead of resuming")
+            raise RunDirError(
+                f"{run_dir}: made by `agentloop grade {graded}`; grade the file again instead of resuming")
         where = f"{store.path}:meta"
         raw_cfg, raw_suite = store.get_meta("config"), store.get_meta("suite")
         stored_tasks = store.tasks()
         if raw_cfg is None or not stored_tasks:
-            raise RunDirError(f"{run_dir}: no {'config' if raw_cfg is None else 'tasks'} recorded (half-written run dir); start a new run")
+            missing = "config" if raw_cfg is None else "tasks"
+            raise RunDirError(f"{run_dir}: no {missing} recorded (half-written run dir); start a new run")
         stored = from_mapping(RunConfig, raw_cfg, f"{where}.config")
         cfg = _resumed_config(run_dir, stored, changes)
         # Run dirs made before the suite was stored read the suite definition (not its data) again.
@@ -217,7 +221,8 @@ async def _phase(store: AttemptStore, console: Console, most: int,
                 progress.update(a)
 
             await go(record)
-    log.info("phase end", attempts=writer.count, infra_errors=progress.infra, duplicates_ignored=store.duplicates_ignored)
+    log.info("phase end", attempts=writer.count, infra_errors=progress.infra,
+             duplicates_ignored=store.duplicates_ignored)
 
 
 async def _run_fixed(ctx: Context, cfg: RunConfig, tasks: list[Task], splits: list[Split], store: AttemptStore,
@@ -263,7 +268,8 @@ async def _adaptive_plan(cfg: RunConfig, store: AttemptStore, tasks: list[Task],
         raw = await anyio.to_thread.run_sync(partial(fold_table, store.path.parent, [t.id for t in fold],
                                                      probe=cfg.adaptive.probe, budget=cfg.budget))
         table, chosen_tasks = AdaptiveTable.from_json(raw), rest
-    await anyio.to_thread.run_sync(store.set_meta, "adaptive", {"table": asdict(table), "tasks": [t.id for t in chosen_tasks]})
+    meta = {"table": asdict(table), "tasks": [t.id for t in chosen_tasks]}
+    await anyio.to_thread.run_sync(store.set_meta, "adaptive", meta)
     return table, chosen_tasks
 
 

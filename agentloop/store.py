@@ -143,7 +143,8 @@ class AttemptStore:
             if version is None:
                 raise RunDirError(f"{path}: no schema version recorded (half-written run dir); start a new run")
             if version != SCHEMA_VERSION:
-                raise RunDirError(f"{path}: schema version {version!r}, expected {SCHEMA_VERSION} (made by another agentloop version)")
+                raise RunDirError(f"{path}: schema version {version!r}, expected {SCHEMA_VERSION} "
+                                  "(made by another agentloop version)")
             with store._reading():
                 cls._pragmas(store._conn)
         except BaseException:
@@ -239,7 +240,8 @@ class AttemptStore:
         """(task, chain) → whether its completed turn 0 passed the feedback tests (adaptive's probe)."""
         with self._reading():
             rows = self._conn.execute(
-                "SELECT task_id, chain, feedback_verdict FROM attempts WHERE kind = 'completed' AND turn = 0 AND strategy = ?",
+                "SELECT task_id, chain, feedback_verdict FROM attempts "
+                "WHERE kind = 'completed' AND turn = 0 AND strategy = ?",
                 (strategy,),
             ).fetchall()
         return {(t, c): v == Verdict.PASSED.value for t, c, v in rows}

@@ -49,7 +49,8 @@ def parse_split(text: str, where: str = "splits") -> Split:
     """`"4:4"` (or `"4x4"`) → Split("4:4", 4, 4)."""
     m = _SPLIT.match(text)
     if not m or int(m[1]) < 1 or int(m[2]) < 1:
-        raise ConfigError(f"{where}: {text!r:.40} is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'")
+        raise ConfigError(f"{where}: {text!r:.40} is not a split; "
+                          "expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'")
     n, t = int(m[1]), int(m[2])
     return Split(f"{n}:{t}", n, t)
 

@@ -46,7 +46,8 @@ def generation_grid(nominal: Mapping[str, int]) -> Grid:
     return Grid("generations", [float(b) for b in budgets], {s: float(n) for s, n in nominal.items()})
 
 
-def token_grid(unit: str, attempt_costs: np.ndarray, task_spend: Mapping[str, np.ndarray], points: int = TOKEN_POINTS) -> Grid:
+def token_grid(unit: str, attempt_costs: np.ndarray, task_spend: Mapping[str, np.ndarray],
+               points: int = TOKEN_POINTS) -> Grid:
     """`attempt_costs`: every completed attempt's cost; `task_spend`: per strategy, each task's total."""
     limits = {s: float(np.percentile(v, SPEND_PERCENTILE)) for s, v in task_spend.items() if len(v)}
     hi = max(limits.values(), default=0.0)

@@ -54,7 +54,8 @@ def build_comparison(
     return c
 
 
-def _curves(by_unit: dict[str, dict[str, np.ndarray]], data: RunData, grids: dict[str, Grid], resamples: int, seed: int) -> dict[str, list[Curve]]:
+def _curves(by_unit: dict[str, dict[str, np.ndarray]], data: RunData, grids: dict[str, Grid], resamples: int,
+            seed: int) -> dict[str, list[Curve]]:
     return {u: [Curve(s.name, u, s.adaptive, bootstrap_points(by_unit[u][s.name], g.budgets, resamples, seed))
                 for s in data.strategies] for u, g in grids.items()}
 
@@ -72,11 +73,13 @@ def _optimal(kind: str, per_task: PerTask, scores: np.ndarray, fixed: list[str],
             continue
         budgets = [b for b, ok in zip(g.budgets, common, strict=True) if ok]
         choices = [{s: int((cv.choice[:, j] == i).sum()) for i, s in enumerate(fixed)} for j in range(len(budgets))]
-        out[u] = OptimalCurve(kind, u, bootstrap_points(cv.success, budgets, settings["resamples"], settings["seed"]), choices)
+        points = bootstrap_points(cv.success, budgets, settings["resamples"], settings["seed"])
+        out[u] = OptimalCurve(kind, u, points, choices)
     return out
 
 
-def _bin_table(kind: str, per_task: PerTask, scores: np.ndarray, fixed: list[str], grids: dict[str, Grid], bins: int) -> BinTable:
+def _bin_table(kind: str, per_task: PerTask, scores: np.ndarray, fixed: list[str], grids: dict[str, Grid],
+               bins: int) -> BinTable:
     """Per bin, fitted on all tasks (descriptive; the compute-optimal curve is the honest estimate)."""
     edges = quantile_edges(scores, bins)
     which = bins_of(scores, edges)
@@ -103,10 +106,12 @@ def _notes(data: RunData) -> list[str]:
     if data.excluded_tasks:
         notes.append(f"{len(data.excluded_tasks)} task(s) lack completed attempts in some strategy and are left out: "
                      + ", ".join(data.excluded_tasks[:5]) + (" …" if len(data.excluded_tasks) > 5 else "")
-                     + ("; adaptive runs only on tasks its table was not fitted on" if any(s.adaptive for s in data.strategies) else ""))
+                     + ("; adaptive runs only on tasks its table was not fitted on"
+                        if any(s.adaptive for s in data.strategies) else ""))
     for s in data.strategies:
         if not data.feedback_checked[s.name]:
-            notes.append(f"{s.name}: no attempt ran the feedback tests, so its selection is a majority vote of the code")
+            notes.append(f"{s.name}: no attempt ran the feedback tests, "
+                         "so its selection is a majority vote of the code")
     if not any(tc.n for tc in data.probe.values()):
         notes.append("no probe attempt ran the feedback tests: every task's predicted score is 0 (one predicted bin)")
     return notes

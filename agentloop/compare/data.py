@@ -192,14 +192,16 @@ def load_run(run_dir: Path, probe: int) -> RunData:
     return RunData(run_dir, config, task_ids, excluded, strategies, dict(groups), dict(turn0), dict(probes), checked)
 
 
-def _common_tasks(groups: dict[GroupKey, list[Candidate]], names: list[str], order: list[str]) -> tuple[list[str], list[str]]:
+def _common_tasks(groups: dict[GroupKey, list[Candidate]], names: list[str],
+                  order: list[str]) -> tuple[list[str], list[str]]:
     seen = {t for _, t in groups}
     ordered = [t for t in order if t in seen] + sorted(seen - set(order))
     common = [t for t in ordered if all((s, t) in groups for s in names)]
     return common, [t for t in ordered if t not in set(common)]
 
 
-def _strategies(groups: dict[GroupKey, list[Candidate]], config: dict[str, Any], infra: Counter[str]) -> list[StrategyInfo]:
+def _strategies(groups: dict[GroupKey, list[Candidate]], config: dict[str, Any],
+                infra: Counter[str]) -> list[StrategyInfo]:
     by_name: dict[str, list[list[Candidate]]] = defaultdict(list)
     for (name, _), cands in groups.items():
         by_name[name].append(cands)

@@ -72,7 +72,8 @@ def _bins_png(plt: Any, c: Comparison, path: Path) -> Path:
         for i, s in enumerate(c.strategies):
             vals = [np.nan if col is None or r.success["generations"][s.name][col] is None
                     else r.success["generations"][s.name][col] for r in bt.rows]
-            ax.bar(np.arange(len(bt.rows)) + i * width, vals, width, label=s.name + (" (adaptive)" if s.adaptive else ""))
+            ax.bar(np.arange(len(bt.rows)) + i * width, vals, width,
+                   label=s.name + (" (adaptive)" if s.adaptive else ""))
         ax.set_xticks(np.arange(len(bt.rows)) + 0.4 - width / 2, [f"{r.bin}\n({r.tasks} tasks)" for r in bt.rows])
         ax.set_ylim(0, 1)
         ax.set_xlabel(f"{kind} difficulty bin (0 = hardest)")

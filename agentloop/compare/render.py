@@ -60,8 +60,9 @@ def _bin_table(c: Comparison, bt: BinTable, console: Console) -> None:
     full = c.full_budget()
     if full is None:
         return
-    col = c.grids["generations"].budgets.index(full)
-    common = [b for b, ok in zip(c.grids["generations"].budgets, c.grids["generations"].common(c.fixed), strict=True) if ok]
+    grid = c.grids["generations"]
+    col = grid.budgets.index(full)
+    common = [b for b, ok in zip(grid.budgets, grid.common(c.fixed), strict=True) if ok]
     table = Table("bin", "scores", "tasks", *(_label(c, s.name) for s in c.strategies), "best",
                   f"best by budget ({', '.join(fmt_budget(b) for b in common)})",
                   title=f"{bt.kind} difficulty bins (bin 0 = hardest), success at {fmt_budget(full)} generations")

@@ -43,7 +43,8 @@ def fits(spent: float, budget: float) -> bool:
     return spent <= budget + _EPS * max(1.0, budget)
 
 
-def walk_once(chains: Sequence[Sequence[Candidate]], order: Sequence[int], budget: float, unit: str) -> tuple[bool, bool]:
+def walk_once(chains: Sequence[Sequence[Candidate]], order: Sequence[int], budget: float,
+              unit: str) -> tuple[bool, bool]:
     """(success, oracle) of one walk: chains taken in `order`, each in turn order."""
     included: list[Candidate] = []
     spent = 0.0
@@ -147,7 +148,8 @@ def _prefix_outcomes(g: _Arrays, orders: np.ndarray) -> tuple[np.ndarray, np.nda
     return success, oracle
 
 
-def _at_budgets(cum: np.ndarray, success: np.ndarray, oracle: np.ndarray, budgets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _at_budgets(cum: np.ndarray, success: np.ndarray, oracle: np.ndarray,
+                budgets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     tol = _EPS * np.maximum(1.0, budgets)
     included = (cum[:, None, :] <= (budgets + tol)[None, :, None]).sum(axis=2)  # cum is nondecreasing
     last = np.maximum(included - 1, 0)

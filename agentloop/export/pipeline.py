@@ -56,7 +56,8 @@ class ExportOptions:
     def check(self) -> None:
         for name, allowed in (("format", FORMATS), ("shape", SHAPES), ("verified_by", VERIFIED_BY), ("dedup", DEDUP)):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
         if self.preference and self.shape != "final":
             raise ConfigError(f"--shape {self.shape}: {self.format} pairs share the task prompt; use --shape final")
         if self.preference and self.max_per_task is not None:
@@ -212,7 +213,8 @@ def _records(sources: list[RunSource], rows: list[Row], opts: ExportOptions, cou
     for r in kept:
         source = sources[r.run]
         messages = (trajectory_messages if opts.shape == "trajectory" else final_messages)(source, r)
-        meta = {"shape": opts.shape, "verified_by": "reference" if math else opts.verified_by, **attempt_meta(source, r)}
+        meta = {"shape": opts.shape, "verified_by": "reference" if math else opts.verified_by,
+                **attempt_meta(source, r)}
         usage_prompt = r.prompt_tokens if opts.shape == "trajectory" else turn0.get(r.run, r.prompt_tokens)
         tokens = counter.count(r.run, messages[:-1], [r], usage_prompt)
         yield sft_record(opts.format, messages, meta), meta, tokens
@@ -225,7 +227,8 @@ def _pairs(sources: list[RunSource], rows: list[Row], verified: list[Row], key: 
     stats.duplicates += dups
     # Never reject a code that also passed (a flaky test or a timeout): compare by normalized code.
     passed = {code(r) for r in verified}
-    rejected, _ = unique([r for r in rows if judged(r, opts.verified_by, math) in FAILING and code(r) not in passed], key)
+    failing = [r for r in rows if judged(r, opts.verified_by, math) in FAILING and code(r) not in passed]
+    rejected, _ = unique(failing, key)
     if chosen and not rejected:
         stats.tasks_without_pair += 1
     for p in pairs(chosen, rejected, opts.pairs_per_task, verified_by=opts.verified_by, math=math,

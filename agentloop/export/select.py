@@ -84,7 +84,8 @@ def pairs(chosen: Sequence[Row], rejected: Sequence[Row], count: int, *, verifie
             pool = [r for r in rejected if (r.run, r.id) not in used and prompt_of(r) == prompt_of(c)]
             if not pool:
                 continue
-            near = [r for r in pool if not math and verified_by == "grading" and r.feedback_verdict == Verdict.PASSED.value]
+            near = [r for r in pool
+                    if not math and verified_by == "grading" and r.feedback_verdict == Verdict.PASSED.value]
             tier, kind = (near, "feedback_pass") if near else (pool, "similar")
             # Most similar first; ties go to the earlier attempt.
             score, _, best = max((similarity(c, r, math), -n, r) for n, r in enumerate(tier[:SIMILARITY_POOL]))

@@ -57,7 +57,8 @@ class ExportStats:
         d |= {
             "dedup_ratio": self.dedup_ratio, "tasks_covered": self.covered(),
             "tasks_covered_by_split": {"train": self.covered("train"), "val": self.covered("val")},
-            "records_per_task": {"min": counts[0], "median": statistics.median(counts), "max": counts[-1]} if counts else None,
+            "records_per_task": ({"min": counts[0], "median": statistics.median(counts), "max": counts[-1]}
+                                 if counts else None),
             "tokens": {**self.tokens, "total": sum(self.tokens.values()),
                        "counted_with": sorted({r["tokens_from"] for r in self.runs})},
         }
@@ -72,16 +73,22 @@ def print_stats(stats: ExportStats, console: Console) -> None:
     kind = "pairs" if stats.format in ("dpo", "openai-dpo") else "records"
     r = stats.records
     console.print(f"{kind}: {r['train'] + r['val']:,} (train {r['train']:,}, val {r['val']:,}) from "
-                  f"{len(stats.runs)} run(s), {stats.attempts_read:,} completed attempts read", highlight=False, soft_wrap=True)
-    console.print(f"tasks covered: {d['tasks_covered']}/{stats.tasks_total} (train {d['tasks_covered_by_split']['train']}, "
-                  f"val {d['tasks_covered_by_split']['val']} of {len(stats.val_tasks)} val tasks)", highlight=False, soft_wrap=True)
-    console.print(f"verified attempts: {stats.verified:,} ({stats.verified_by}); unique: {stats.verified - stats.duplicates:,} "
-                  f"(dedup ratio {stats.dedup_ratio:.2f}, by {stats.dedup}); left out by the per-task cap: {stats.capped:,}",
+                  f"{len(stats.runs)} run(s), {stats.attempts_read:,} completed attempts read",
+                  highlight=False, soft_wrap=True)
+    by_split = d["tasks_covered_by_split"]
+    console.print(f"tasks covered: {d['tasks_covered']}/{stats.tasks_total} (train {by_split['train']}, "
+                  f"val {by_split['val']} of {len(stats.val_tasks)} val tasks)", highlight=False, soft_wrap=True)
+    console.print(f"verified attempts: {stats.verified:,} ({stats.verified_by}); "
+                  f"unique: {stats.verified - stats.duplicates:,} "
+                  f"(dedup ratio {stats.dedup_ratio:.2f}, by {stats.dedup}); "
+                  f"left out by the per-task cap: {stats.capped:,}",
                   highlight=False, soft_wrap=True)
     if per := d["records_per_task"]:
-        console.print(f"{kind} per task: min {per['min']}, median {per['median']:g}, max {per['max']}", highlight=False, soft_wrap=True)
+        console.print(f"{kind} per task: min {per['min']}, median {per['median']:g}, max {per['max']}",
+                      highlight=False, soft_wrap=True)
     if stats.near_miss or stats.tasks_without_pair:
-        console.print(f"rejected picked by: {dict(stats.near_miss)}; tasks with nothing to pair: {stats.tasks_without_pair}",
+        console.print(f"rejected picked by: {dict(stats.near_miss)}; "
+                      f"tasks with nothing to pair: {stats.tasks_without_pair}",
                       highlight=False, soft_wrap=True)
     t = d["tokens"]
     console.print(f"tokens ({', '.join(t['counted_with'])}): prompt {t['prompt']:,}, reply {t['completion']:,}, "

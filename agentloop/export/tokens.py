@@ -28,7 +28,8 @@ def _candidate(model: str) -> str | None:
     served = ServeConfig().cache_dir / DEFAULT_MODEL_DIR
     if model == DEFAULT_SERVED_NAME and (served / "tokenizer.json").is_file():
         return str(served)
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    hub = Path(os.environ.get("HF_HUB_CACHE") or hf_home / "hub")
     if "/" in model and (hub / f"models--{model.replace('/', '--')}").is_dir():
         return model
     return None
@@ -55,8 +56,9 @@ class TokenCounter:
                     loaded[name] = _load(name)
                 except Exception as e:  # noqa: BLE001 - any loading failure means "not available"
                     if tokenizer:
+                        first = str(e).splitlines()[0] if str(e) else ""
                         raise ConfigError(f"--tokenizer {tokenizer}: cannot load a tokenizer from it locally "
-                                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else '':.160})") from None
+                                          f"({type(e).__name__}: {first:.160})") from None
                     loaded[name] = None
             tok = loaded.get(name) if name else None
             self._by_run[s.index] = tok

@@ -82,11 +82,13 @@ def response(status: int, payload: bytes) -> bytes:
 def error_reply(status: int, message: str) -> bytes:
     """vLLM's error shape: {"error": {"message", "type", "param", "code"}}."""
     kind = _ERROR_TYPES.get(status, "InternalServerError")
-    return response(status, json.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}}).encode())
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return response(status, json.dumps(body).encode())
 
 
 @asynccontextmanager
-async def serving(listener: Listener[SocketStream], handle: Callable[[SocketStream], Awaitable[None]]) -> AsyncIterator[None]:
+async def serving(listener: Listener[SocketStream],
+                  handle: Callable[[SocketStream], Awaitable[None]]) -> AsyncIterator[None]:
     """Serve `handle` on every connection of `listener` until the block ends."""
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle)

@@ -4,8 +4,8 @@ Like httpx's mock transport, it ships in the package so users can exercise their
 without a GPU: a Python callable decides each reply (texts, an HTTP error, a stall, a dropped
 connection or a truncated body), and the server speaks just enough HTTP/1.1 (keep-alive,
 Content-Length bodies) for the openai client. It also answers vLLM's pooling endpoints
-(`/pooling`, `/classify`) with the scores a script decides, for reward-model scorers. No framework: it must stay fast enough to push
-thousands of concurrent requests through in a benchmark.
+(`/pooling`, `/classify`) with the scores a script decides, for reward-model scorers. No framework:
+it must stay fast enough to push thousands of concurrent requests through in a benchmark.
 
     async with serve_scripted(fixed_reply("```python\\nprint(1)\\n```")) as server:
         cfg = ModelConfig(base_url=server.base_url, model="scripted")

@@ -64,7 +64,8 @@ def check_executor_readable(path: Path = EXECUTOR_DIR) -> None:
                                     f"the executor from {path}); run: chmod o+x {part}")
     for file in path.glob("*.py"):
         if not file.stat().st_mode & stat.S_IROTH:
-            raise DockerUnavailable(f"{file}: not readable by other users (the sandbox mounts it); run: chmod -R o+rX {path}")
+            raise DockerUnavailable(
+                f"{file}: not readable by other users (the sandbox mounts it); run: chmod -R o+rX {path}")
 
 
 @dataclass
@@ -246,7 +247,8 @@ class DockerPool:
             slot = await self._idle_recv.receive()
             if slot.worker is None and not await self._restart(slot):
                 self._idle_send.send_nowait(slot)
-                return {"verdict": "infra_error", "duration_s": 0.0, "detail": f"Docker could not start a sandbox: {slot.error}"}
+                return {"verdict": "infra_error", "duration_s": 0.0,
+                        "detail": f"Docker could not start a sandbox: {slot.error}"}
             assert slot.worker is not None
             try:
                 reply = await slot.worker.request(job, watchdog_s)
@@ -389,7 +391,8 @@ class DockerPool:
                 try:
                     await anyio.to_thread.run_sync(engine.remove_run, self._client, self.run_id)
                 except Exception as e:  # noqa: BLE001 - never mask the error that ends the run
-                    log.warning("could not sweep the run's containers; `agentloop sandbox gc` will", run_id=self.run_id, error=str(e))
+                    log.warning("could not sweep the run's containers; `agentloop sandbox gc` will",
+                                run_id=self.run_id, error=str(e))
                 await anyio.to_thread.run_sync(self._client.close)
                 self._client = None
 

@@ -131,10 +131,12 @@ def build_image(tag: str = DEFAULT_IMAGE) -> str:
             client.images.build(path=str(root), tag=tag, rm=True)
             return tag
         except Exception as e:  # noqa: BLE001 - BuildError, APIError, read timeout: try offline
-            print(f"agentloop: docker build failed ({_first_line(e)}); trying {root / 'build-offline.sh'}", file=sys.stderr)
+            print(f"agentloop: docker build failed ({_first_line(e)}); trying {root / 'build-offline.sh'}",
+                  file=sys.stderr)
         proc = subprocess.run(["bash", str(root / "build-offline.sh"), tag], stdout=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
-            raise AgentloopError(f"could not build {tag}: docker build and build-offline.sh (exit {proc.returncode}) both failed")
+            raise AgentloopError(
+                f"could not build {tag}: docker build and build-offline.sh (exit {proc.returncode}) both failed")
         ensure_image(client, tag)
         return tag
     finally:

@@ -51,7 +51,8 @@ WRONG_EXAMPLES: dict[str, dict[str, str]] = {
 _WRAPPERS = frozenset({"round", "sorted", "abs", "len", "set", "list", "tuple"})
 _PREFIX = r"(?:[*\-\u2022]\s*|for\s+|assert\s+|(?:for\s+)?examples?\s*\d*\s*:\s*|e\.g\.,?\s*)?"
 _SEPARATOR = re.compile(r"==>|#\s*=>|=>|->|\u279e|==|=|\bshould\s+return\b|#\s*returns\b|\breturns\b", re.IGNORECASE)
-_FOR_FORM = re.compile(r"for\s+(?P<args>.+?)\s*,?\s+the\s+(?:output|result)\s+should\s+be\s*:?\s*(?P<want>.+)", re.IGNORECASE)
+_FOR_FORM = re.compile(r"for\s+(?P<args>.+?)\s*,?\s+the\s+(?:output|result)\s+should\s+be\s*:?\s*(?P<want>.+)",
+                       re.IGNORECASE)
 _QUOTED = re.compile(r"[rRuU]?(\"\"\"|'''|\"|')(.*)\1", re.DOTALL)
 _MAX_CONTINUATION = 20
 
@@ -86,7 +87,8 @@ def with_feedback_tests(tasks: list[Task], mode: str) -> list[Task]:
 def docstring_check(prompt: str, entry_point: str, drop: Iterable[str] = ()) -> str:
     """`def check(candidate)` asserting the docstring's examples (minus `drop`); "" if none."""
     dropped = set(drop)
-    lines = [a for a in dict.fromkeys(e.assertion() for e in docstring_examples(prompt, entry_point)) if a not in dropped]
+    assertions = dict.fromkeys(e.assertion() for e in docstring_examples(prompt, entry_point))
+    lines = [a for a in assertions if a not in dropped]
     if not lines:
         return ""
     return "def check(candidate):\n" + "".join(f"    {line}\n" for line in lines)
