@@ -9,4 +9,8 @@ bash scripts/setup.sh
 if [ -z "${AGENTLOOP_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
   export AGENTLOOP_DATA_DIR="$(cd ../shared/data && pwd)"
 fi
-exec "${AGENTLOOP_VENV:-.venv}/bin/python" -m pytest "$@"
+venv=${AGENTLOOP_VENV:-.venv}
+# Lint and type checks first (seconds; config in pyproject.toml): a failure stops before pytest.
+"$venv/bin/ruff" check agentloop || { echo "test.sh: ruff check agentloop failed (see above)" >&2; exit 1; }
+"$venv/bin/mypy" agentloop || { echo "test.sh: mypy agentloop failed (see above)" >&2; exit 1; }
+exec "$venv/bin/python" -m pytest "$@"

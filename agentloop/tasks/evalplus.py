@@ -69,7 +69,8 @@ def oracle(entry_point: str) -> str:
 
 # --- inputs as evalplus rebuilds them (evalplus/data/mbpp.py, 0.3.1, Apache-2.0) ----------------
 
-_TUPLE_ARGS = {2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740, 744, 809}
+_TUPLE_ARGS = {2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740, 744,
+               809}
 _TUPLES_IN_ARGS = {63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780}
 _FIRST_ARG_TUPLES = {75, 413, 444, 753}
 _FIRST_ARG_TUPLE = {250, 405, 446, 617, 720, 763, 808}
@@ -288,14 +289,16 @@ def _entry_def_line(code: str, entry_point: str, where: str, field: str) -> str:
             warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
             tree = ast.parse(code)
     except SyntaxError as e:
-        raise DataError(f"{where}: field '{field}' does not parse (line {e.lineno}: {e.msg}); expected Python source") from None
+        raise DataError(
+            f"{where}: field '{field}' does not parse (line {e.lineno}: {e.msg}); expected Python source") from None
     defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == entry_point]
     if not defs:
         raise DataError(f"{where}: field '{field}' defines no top-level function {entry_point!r} (the entry point)")
     node = defs[-1]
     lines = code.splitlines()
     header = lines[node.lineno - 1].rstrip()
-    if node.decorator_list or not header.startswith("def ") or not header.endswith(":") or node.body[0].lineno == node.lineno:
+    if (node.decorator_list or not header.startswith("def ") or not header.endswith(":")
+            or node.body[0].lineno == node.lineno):
         # not a plain one-line header: rebuild it from the AST
         stub = copy.copy(node)
         stub.body, stub.decorator_list = [ast.Pass()], []
@@ -347,8 +350,10 @@ def originfmt_task(row: dict[str, Any], where: str) -> Task:
     reference = _string(row, "code", where)
     test = _string(row, "test", where)
     test_list = row.get("test_list")
-    if not isinstance(test_list, list) or not test_list or not all(isinstance(t, str) and "\n" not in t.strip() for t in test_list):
-        raise DataError(f"{where}: field 'test_list' must be a non-empty list of one-line asserts, got {test_list!r:.60}")
+    if (not isinstance(test_list, list) or not test_list
+            or not all(isinstance(t, str) and "\n" not in t.strip() for t in test_list)):
+        raise DataError(
+            f"{where}: field 'test_list' must be a non-empty list of one-line asserts, got {test_list!r:.60}")
     test_imports = row.get("test_imports") or []
     if not isinstance(test_imports, list) or not all(isinstance(t, str) for t in test_imports):
         raise DataError(f"{where}: field 'test_imports' must be a list of import lines, got {test_imports!r:.60}")
@@ -359,7 +364,8 @@ def originfmt_task(row: dict[str, Any], where: str) -> Task:
     grading = (f"# {task_id} (MBPP+ OriginFmt): evalplus's test, its final loop run by check(candidate).\n"
                f"{prefix.rstrip()}\n\n\ndef check(candidate):\n    {entry_point} = candidate\n"
                + "".join(f"    {line}\n" for line in loop.splitlines()))
-    feedback = ("".join(f"{line.strip()}\n" for line in test_imports + _missing_imports(test_list, test_imports, entry_point))
+    imports = test_imports + _missing_imports(test_list, test_imports, entry_point)
+    feedback = ("".join(f"{line.strip()}\n" for line in imports)
                 + f"\n\ndef check(candidate):\n    {entry_point} = candidate\n"
                 + "".join(f"    {t.strip()}\n" for t in test_list))
     prompt = f'"""\n{prose.strip()}\n{test_list[0].strip()}\n"""\n{header}\n'
@@ -401,7 +407,8 @@ def _split_originfmt_test(test: str, where: str) -> tuple[str, str, str]:
         if isinstance(last, ast.For) and len(last.body) == 1 and isinstance(last.body[0], ast.Expr):
             outer = last.body[0].value
             if (isinstance(outer, ast.Call) and isinstance(outer.func, ast.Name) and outer.func.id == "assertion"
-                    and outer.args and isinstance(outer.args[0], ast.Call) and isinstance(outer.args[0].func, ast.Name)):
+                    and outer.args and isinstance(outer.args[0], ast.Call)
+                    and isinstance(outer.args[0].func, ast.Name)):
                 call = outer.args[0].func.id
     if call is None:
         raise DataError(f"{where}: field 'test' has no final assertion loop; {expected}")

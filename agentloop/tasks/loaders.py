@@ -45,12 +45,13 @@ def humaneval_path() -> Path:
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _open_binary(path: Path) -> tuple[IO[bytes], bool]:
+def _open_binary(path: Path) -> tuple[IO[bytes] | gzip.GzipFile, bool]:
     """The file as bytes, gunzipped when it is gzip data (whatever its name says)."""
     with open(path, "rb") as f:
         magic = f.read(2)
     if path.suffix == ".gz" and magic != _GZIP_MAGIC:
-        raise DataError(f"{path}: not gzip-compressed (first bytes {magic!r}); expected a gzipped JSONL file for a .gz name")
+        raise DataError(
+            f"{path}: not gzip-compressed (first bytes {magic!r}); expected a gzipped JSONL file for a .gz name")
     if magic == _GZIP_MAGIC:
         return gzip.open(path, "rb"), True
     return open(path, "rb"), False
@@ -74,7 +75,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raw = next(lines, None)
             except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as e:
                 what = "corrupt gzip data" if gzipped else "cannot read"
-                raise DataError(f"{path}:{lineno + 1}: {what} ({e}); expected a complete JSONL{' .gz' if gzipped else ''} file") from None
+                kind = "JSONL .gz" if gzipped else "JSONL"
+                raise DataError(f"{path}:{lineno + 1}: {what} ({e}); expected a complete {kind} file") from None
             if raw is None:
                 return
             lineno += 1
@@ -91,7 +93,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); expected one JSON object per line") from None
+                raise DataError(
+                    f"{where}: invalid JSON ({e.msg} at column {e.colno}); expected one JSON object per line") from None
             if not isinstance(row, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
             yield where, row
@@ -148,7 +151,8 @@ def _row_to_task(row: dict[str, Any], where: str) -> Task:
     test = row["test"]
     for key in ("test", "feedback_test"):  # without check(candidate) every attempt would fail
         if (key == "test" or row.get(key)) and not _defines_check(row[key]):
-            raise DataError(f"{where}: field '{key}' defines no check(candidate) function; expected test code with a top-level `def check(candidate):`")
+            raise DataError(f"{where}: field '{key}' defines no check(candidate) function; "
+                            "expected test code with a top-level `def check(candidate):`")
     if fix := _KNOWN_FIXES.get(row["task_id"]):
         test = test.replace(*fix)
     return Task(

@@ -54,7 +54,8 @@ def load_suite_definition(name_or_path: str) -> tuple[Suite, Path]:
         expected = ", ".join(repr(f) for f in CODE_FORMATS + tuple(MATH_FORMATS))
         raise ConfigError(f"{path}: 'format' must be one of {expected}, got {suite.format!r}")
     if suite.feedback not in FEEDBACK_MODES:
-        raise ConfigError(f"{path}: 'feedback' must be one of {', '.join(map(repr, FEEDBACK_MODES))}, got {suite.feedback!r}")
+        raise ConfigError(
+            f"{path}: 'feedback' must be one of {', '.join(map(repr, FEEDBACK_MODES))}, got {suite.feedback!r}")
     _check_source(suite, path)
     return suite, path
 
@@ -64,7 +65,8 @@ def _check_source(suite: Suite, path: Path) -> None:
     if suite.url is None:
         for key in ("sha256", "filename"):
             if getattr(suite, key) is not None:
-                raise ConfigError(f"{path}: '{key}' is only used with 'url' (a published data file); add 'url' or remove '{key}'")
+                raise ConfigError(f"{path}: '{key}' is only used with 'url' (a published data file); "
+                                  f"add 'url' or remove '{key}'")
         return
     if suite.path is not None:
         raise ConfigError(f"{path}: give either 'path' (a local file) or 'url' (a published file), not both")
@@ -77,7 +79,8 @@ def _check_source(suite: Suite, path: Path) -> None:
         raise ConfigError(f"{path}: 'sha256' = {suite.sha256!r:.80} must be 64 hex digits")
     name = data_filename(suite)
     if not name or name in (".", "..") or "/" in name or "\\" in name:
-        what = f"'filename' = {name!r:.80}" if suite.filename is not None else f"the URL's last path segment {name!r:.80}"
+        what = (f"'filename' = {name!r:.80}" if suite.filename is not None
+                else f"the URL's last path segment {name!r:.80}")
         raise ConfigError(f"{path}: {what} must be a plain file name (no folders); set 'filename'")
 
 
@@ -99,7 +102,8 @@ def data_file(suite: Suite, suite_path: Path, data: str | None = None) -> Path:
         return humaneval_path()
     if suite.path:
         return (suite_path.parent / suite.path).resolve()
-    raise ConfigError(f"{suite_path}: 'path' is required for format {suite.format!r} (or 'url' and 'sha256' of a published file)")
+    raise ConfigError(f"{suite_path}: 'path' is required for format {suite.format!r} "
+                      "(or 'url' and 'sha256' of a published file)")
 
 
 def load_suite(name_or_path: str, data: str | None = None) -> tuple[Suite, list[Task]]:
