@@ -103,11 +103,13 @@ class Clock:
         self._signal(signal.SIGSTOP)
 
     def _signal(self, sig):
+        # The processes themselves (they may not have called setsid() yet), then their groups.
         for sid in self.sessions:
-            try:
-                os.killpg(sid, sig)
-            except OSError:
-                pass
+            for send in (os.kill, os.killpg):
+                try:
+                    send(sid, sig)
+                except OSError:
+                    pass
 
     def tick(self, now):
         """-> "cpu" | "wall" when the job must stop, else None; seconds until the next look."""
