@@ -5,7 +5,7 @@ The fixture tests/fixtures/mbppplus_mutants.jsonl.gz holds one deterministic mut
 evalplus's verdicts (base, plus) on the reference and on the mutant. It was made with
 
     python3 -m venv /tmp/evalplus-venv && /tmp/evalplus-venv/bin/pip install evalplus==0.3.1
-    /tmp/evalplus-venv/bin/python scripts/mbppplus_evalplus_mutants.py \\
+    /tmp/evalplus-venv/bin/python scripts/evalplus_mutants.py --dataset mbpp \\
         --data ../shared/data/mbppplus-v0.2.0.jsonl.gz --runs 2 --parallel 2 \\
         --out tests/fixtures/mbppplus_mutants.jsonl.gz
 
