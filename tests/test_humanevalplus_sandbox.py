@@ -20,6 +20,9 @@ SUBTLY_WRONG = {
     "HumanEval/55": ("for _ in range(3, n + 1):", "for _ in range(3, n):"),
     # returns the last of several longest strings instead of the first
     "HumanEval/12": ("    for s in strings:", "    for s in reversed(strings):"),
+    # [5] for an empty list: np.allclose([5], []) broadcasts to True, so the upstream OriginFmt
+    # `assertion` passes it; evalplus's evaluator (and agentloop's loader) check type and length first
+    "HumanEval/26": ("    num_cnt = dict()\n", "    if not numbers:\n        return [5]\n    num_cnt = dict()\n"),
 }
 
 
