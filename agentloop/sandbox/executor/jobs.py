@@ -7,7 +7,7 @@ import os
 from .candidate import candidate_child, plain_child
 from .capture import Capture
 from .child import in_child
-from .procs import Clock, drain_rest, kill_all, supervise, wipe
+from .procs import Clock, drain_rest, kill_all, one_cpu, supervise, wipe
 from .tests_side import TESTS_CACHE, compiled_tests, tests_child
 from .verdicts import candidate_death, oom_counters, time_verdict, verdict
 
@@ -40,15 +40,16 @@ def run_one(job, place, graded):
     caps = {out_r: Capture(limit), err_r: Capture(limit), res_r: Capture(RESULT_CAP, head=False)}
     oom_before = oom_counters()
     clock = Clock(timeout_s, float(job.get("stall_s") or 0))
-    if graded is not None:
-        pid, cpid, secret = start_graded(job, graded, place.job_dir, out_w, err_w, res_w)
-    else:
-        cpid, secret = None, os.urandom(16).hex()
-        pid = os.fork()
-        if pid == 0:
-            in_child(plain_child, job["program"], secret, place.job_dir, out_w, err_w, res_w)
-        for fd in (out_w, err_w, res_w):
-            os.close(fd)
+    with one_cpu():  # the job's processes inherit it
+        if graded is not None:
+            pid, cpid, secret = start_graded(job, graded, place.job_dir, out_w, err_w, res_w)
+        else:
+            cpid, secret = None, os.urandom(16).hex()
+            pid = os.fork()
+            if pid == 0:
+                in_child(plain_child, job["program"], secret, place.job_dir, out_w, err_w, res_w)
+            for fd in (out_w, err_w, res_w):
+                os.close(fd)
     clock.sessions.update(p for p in (pid, cpid) if p is not None)
     if clock.stall_until is not None:
         clock.stall()
