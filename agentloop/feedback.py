@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agentloop.sandbox.types import ExecResult, Sandbox, Verdict
-from agentloop.tasks.extract import assemble
-from agentloop.tasks.model import Task
+from agentloop.sandbox.types import ExecResult, Verdict
 
 DEFAULT_LIMIT_CHARS = 1200
 MATH_REVISION_PROMPT = (
@@ -21,13 +19,6 @@ MATH_REVISION_PROMPT = (
 )
 """A math revision turn's message: without ground truth there is nothing to show but a request to check."""
 _TEST_LINE = re.compile(r'File "<tests>", line \d+, in \w+\n\s*(.+)')
-
-
-async def run_feedback_tests(sandbox: Sandbox, task: Task, code: str, time_limit_s: float) -> ExecResult | None:
-    """The candidate against the feedback tests; None when the task has none."""
-    if not task.feedback_tests.strip():
-        return None
-    return await sandbox.run_tests(assemble(task, code), task.feedback_tests, task.entry_point, time_limit_s)
 
 
 def feedback_message(result: ExecResult | None, limit_chars: int = DEFAULT_LIMIT_CHARS) -> str:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from agentloop.attempt import Attempt, AttemptKind
-from agentloop.feedback import feedback_message, run_feedback_tests
+from agentloop.feedback import feedback_message
 from agentloop.loop import Context, first_messages, run_chain, run_request
 from agentloop.model.client import ModelClient
 from agentloop.model.config import ModelConfig, SamplingParams
@@ -44,8 +44,8 @@ def learns_from_feedback(request: ScriptedRequest) -> ScriptedReply:
 def test_feedback_message_names_the_failing_test_and_is_capped():
     async def main():
         async with DockerPool.start(SandboxConfig(pool_size=1)) as pool:
-            wrong = await run_feedback_tests(pool, SQUARE, "def square(x):\n    return x + x\n", 5)
-            right = await run_feedback_tests(pool, SQUARE, "def square(x):\n    return x * x\n", 5)
+            wrong = await grade(pool, SQUARE, "def square(x):\n    return x + x\n", 5, tests=SQUARE.feedback_tests)
+            right = await grade(pool, SQUARE, "def square(x):\n    return x * x\n", 5, tests=SQUARE.feedback_tests)
             return wrong, right
 
     wrong, right = anyio.run(main)
@@ -141,7 +141,7 @@ def test_a_candidate_that_snoops_its_memory_finds_no_grading_test_to_echo_into_f
     async def main():
         async with DockerPool.start(SandboxConfig(pool_size=1)) as pool:  # one container: every job shares it
             graded = await grade(pool, SQUARE, SNOOP, 5)
-            checked = await run_feedback_tests(pool, SQUARE, SNOOP, 5)
+            checked = await grade(pool, SQUARE, SNOOP, 5, tests=SQUARE.feedback_tests)
             return graded, checked
 
     graded, checked = anyio.run(main)
