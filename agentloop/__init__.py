@@ -16,7 +16,7 @@ from agentloop.errors import (
     ServerUnreachable,
 )
 from agentloop.export import ExportOptions, ExportStats, export_runs
-from agentloop.math import answers_equal, canonical_answer
+from agentloop.math import AnswerVerdict, answers_equal, canonical_answer, grade_answer
 from agentloop.metrics import pass_at_k
 from agentloop.model.client import Completion, ModelClient
 from agentloop.model.config import ModelConfig, SamplingParams
@@ -29,10 +29,10 @@ from agentloop.tasks.model import Suite, Task
 from agentloop.tasks.suites import load_suite
 
 __all__ = [
-    "AgentloopError", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
+    "AgentloopError", "AnswerVerdict", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
     "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ExportOptions", "ExportStats", "ImageMissing",
     "InfraError",
     "ModelClient", "ModelConfig", "Report", "RunConfig", "RunDirError", "SamplingParams", "Sandbox",
     "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "answers_equal", "build_report",
-    "canonical_answer", "export_runs", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
+    "canonical_answer", "export_runs", "grade_answer", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
 ]

@@ -44,7 +44,7 @@ FLAG_FIELDS = {
     "extra_body": "sampling.extra_body", "pool_size": "sandbox.pool_size", "image": "sandbox.image",
     "splits": "splits", "budget": "budget", "budget_unit": "budget_unit", "feedback_chars": "revision.feedback_chars",
     "adaptive": "adaptive.enabled", "adaptive_table": "adaptive.table", "probe": "adaptive.probe",
-    "scorer": "scorer.kind",
+    "scorer": "scorer.kind", "last_answer_wins": "math.last_answer_wins",
 }
 
 
@@ -69,6 +69,9 @@ def _run_parser(sub: Any) -> None:
     g.add_argument("--probe", type=int, help="adaptive: probe samples per task (default 2)")
     g.add_argument("--scorer", choices=("none", "self", "reward"),
                    help="math: score attempts for weighted voting and best-of-n ([scorer] table for reward models)")
+    g.add_argument("--last-answer-wins", action="store_true", default=None,
+                   help="math: grade a reply that states several different final answers by its last one "
+                        "(default: it fails as hedging)")
     m = p.add_argument_group("model")
     m.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     m.add_argument("--model", help="served model name")

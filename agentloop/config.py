@@ -54,6 +54,15 @@ class AdaptiveConfig:
 
 
 @dataclass(frozen=True)
+class MathConfig:
+    """How math replies are graded (`agentloop.math.grade.grade_answer`)."""
+
+    last_answer_wins: bool = False
+    """Grade a reply that states several different final answers by its last one. Default: such
+    a hedged reply fails ("hedged: ..."), unless the task's answer is a collection of that size."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     suite: str = "smoke"
     """Suite name (a file in tasks/) or path to a suite TOML."""
@@ -78,6 +87,8 @@ class RunConfig:
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     """Math: scores each attempt for weighted voting and best-of-n (`[scorer] kind = "self"` asks
     the policy model itself; "reward" a reward model behind vLLM's /pooling)."""
+    math: MathConfig = field(default_factory=MathConfig)
+    """Math: how replies are graded (`[math] last_answer_wins = true` restores "last answer wins")."""
     runs_dir: str = "runs"
     """Where new run directories are created."""
     model: ModelConfig = field(default_factory=ModelConfig)

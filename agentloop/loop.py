@@ -44,6 +44,8 @@ class Context:
     """Tokens one chain may spend (token budgets): no new turn starts once it is spent."""
     scorer: Callable[[str, str], Awaitable[float | None]] | None = None
     """Math: (problem, solution) → score for weighted voting and best-of-n."""
+    last_answer_wins: bool = False
+    """Math: grade a hedged reply by its last final answer (`[math] last_answer_wins`)."""
 
 
 def first_messages(suite: Suite, task: Task) -> list[dict[str, Any]]:
@@ -121,6 +123,7 @@ async def finish_turn(ctx: Context, task: Task, chain: int, turn: int, messages:
     limit = ctx.time_limits[task.id]
     attempt = await graded_attempt(
         ctx.sandbox, task, c.text, limit, feedback_chars=None if task.is_math else ctx.revision.feedback_chars,
+        last_answer_wins=ctx.last_answer_wins,
         strategy=ctx.strategy, chain=chain, turn=turn, messages=messages,
         started_at=started or time.time() - c.latency_s, request_id=c.request_id, prompt_tokens=c.prompt_tokens,
         cached_prompt_tokens=c.cached_prompt_tokens, completion_tokens=c.completion_tokens, latency_s=c.latency_s,

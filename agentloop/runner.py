@@ -178,7 +178,8 @@ async def _execute(
                 limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
             await anyio.to_thread.run_sync(store.put_tasks, tasks, limits)
         ctx = Context(client, pool, suite, limits, _no_record, PARALLEL, cfg.revision, cfg.sampling.seed,
-                      {t.id: i for i, t in enumerate(tasks)}, scorer=scorer)
+                      {t.id: i for i, t in enumerate(tasks)}, scorer=scorer,
+                      last_answer_wins=cfg.math.last_answer_wins)
         splits = fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled)
         most = sum(s.generations for s in splits) * len(tasks)
         await _phase(store, console, most, partial(_run_fixed, ctx, cfg, tasks, splits, store))

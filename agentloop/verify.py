@@ -21,8 +21,8 @@ import structlog
 
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.feedback import feedback_message
-from agentloop.math.canonical import answers_equal, canonical_answer
-from agentloop.math.extract import extract_answer
+from agentloop.math.canonical import canonical_answer
+from agentloop.math.grade import AnswerVerdict, grade_answer
 from agentloop.sandbox.types import ExecResult, Sandbox, Tests, Verdict
 from agentloop.tasks.extract import assemble, build_program, extract_code
 from agentloop.tasks.model import Suite, Task
@@ -44,15 +44,16 @@ async def grade(sandbox: Sandbox, task: Task, code: str, time_limit_s: float, te
 
 
 async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: float, *, as_is: bool = False,
-                         feedback_chars: int | None = None, **fields: Any) -> Attempt:
+                         feedback_chars: int | None = None, last_answer_wins: bool = False, **fields: Any) -> Attempt:
     """Extract the code from a reply, grade it, and make the attempt record. A sandbox failure
     keeps the completion and becomes `infra_error`, never a wrong answer. Math tasks are graded
     by canonical answer instead (no sandbox). `as_is`: `text` is the whole program, graded
     without extraction and without the prompt above it (`agentloop grade`'s `solution` rows).
     `feedback_chars`: also run the feedback tests, in the same sandbox job against a fresh fork
-    of the candidate, and set the attempt's feedback message (capped) and feedback verdict."""
+    of the candidate, and set the attempt's feedback message (capped) and feedback verdict.
+    `last_answer_wins`: math only (see `graded_math_attempt`)."""
     if task.is_math:
-        return await graded_math_attempt(task, text, **fields)
+        return await graded_math_attempt(task, text, last_answer_wins=last_answer_wins, **fields)
     code = text if as_is else extract_code(text, task.entry_point)
     suites = [Tests(task.grading_tests, task.entry_point)]
     check_feedback = feedback_chars is not None and bool(task.feedback_tests.strip())
@@ -71,25 +72,29 @@ async def graded_attempt(sandbox: Sandbox, task: Task, text: str, time_limit_s: 
                    feedback_verdict=checked.verdict if checked else None)
 
 
-async def graded_math_attempt(task: Task, text: str, **fields: Any) -> Attempt:
-    """The reply's final answer (last \\boxed{}, else "the final answer is ...") against the
-    task's answer by canonical form. `code` holds the canonical form (what votes compare), and
-    `extra["answer"]` the answer as written; a reply with no final answer is `failed`."""
+async def graded_math_attempt(task: Task, text: str, *, last_answer_wins: bool = False, **fields: Any) -> Attempt:
+    """Grade a math reply with `agentloop.math.grade.grade_answer`, exactly as a user calling it
+    would: the reply's stated final answer against the task's answer, the reply's finish_reason
+    (from ``extra``) applied, hedged replies failed unless ``last_answer_wins``. `code` holds the
+    graded answer's canonical form (what votes compare; None when the reply states no single
+    answer), ``extra["answer"]`` the answer as written; a reply with none is `failed`."""
     started = time.monotonic()
-    answer = extract_answer(text)
-    extra = {**fields.pop("extra", {}), "answer": answer}
-    if answer is None:
-        verdict, canon, detail = Verdict.FAILED, None, "no final answer found (expected \\boxed{...})"
-    else:
-        canon, equal = await anyio.to_thread.run_sync(_canonical_and_equal, answer, task.answer or "")
-        verdict, detail = (Verdict.PASSED if equal else Verdict.FAILED), f"answer {canon!r:.200}"
-    result = ExecResult(verdict, round(time.monotonic() - started, 6), detail=detail)
+    extra = dict(fields.pop("extra", None) or {})
+    finish = extra.get("finish_reason")
+    finish_reason = finish if isinstance(finish, str) else "stop"
+    verdict, canon = await anyio.to_thread.run_sync(_grade_math, text, task.answer or "", finish_reason,
+                                                    last_answer_wins)
+    extra["answer"] = verdict.answer
+    detail = verdict.detail if canon is None else f"answer {canon!r:.200}: {verdict.detail}"
+    result = ExecResult(Verdict.PASSED if verdict.passed else Verdict.FAILED, round(time.monotonic() - started, 6),
+                        detail=detail)
     return Attempt(**fields, task_id=task.id, kind=AttemptKind.COMPLETED, finished_at=time.time(), completion=text,
-                   code=canon, verdict=verdict, grading=result, extra=extra)
+                   code=canon, verdict=result.verdict, grading=result, extra=extra)
 
 
-def _canonical_and_equal(answer: str, truth: str) -> tuple[str, bool]:
-    return canonical_answer(answer), answers_equal(answer, truth)
+def _grade_math(text: str, truth: str, finish_reason: str, last_answer_wins: bool) -> tuple[AnswerVerdict, str | None]:
+    verdict = grade_answer(text, truth, finish_reason=finish_reason, last_answer_wins=last_answer_wins)
+    return verdict, (canonical_answer(verdict.answer) if verdict.answer is not None else None)
 
 
 def _reference_program(task: Task) -> str:

@@ -3,12 +3,12 @@
 import agentloop
 
 EXPECTED = {
-    "AgentloopError", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
+    "AgentloopError", "AnswerVerdict", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
     "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ExportOptions", "ExportStats", "ImageMissing",
     "InfraError",
     "ModelClient", "ModelConfig", "Report", "RunConfig", "RunDirError", "SamplingParams", "Sandbox",
     "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "answers_equal", "build_report",
-    "canonical_answer", "export_runs", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
+    "canonical_answer", "export_runs", "grade_answer", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
 }
 
 

@@ -1,4 +1,4 @@
-"""Math tasks: canonical answer forms and voting (MATH-500, GSM8K)."""
+"""Math tasks: final-answer extraction, grading, canonical answer forms and voting (MATH-500, GSM8K)."""
 
 from agentloop.math.canonical import (
     answers_equal,
@@ -7,10 +7,12 @@ from agentloop.math.canonical import (
     canonical_answers_async,
     configure,
 )
+from agentloop.math.extract import extract, extract_answer
+from agentloop.math.grade import AnswerVerdict, grade_answer
 from agentloop.math.normalize import normalize
 from agentloop.math.vote import majority_vote
 
 __all__ = [
-    "answers_equal", "canonical_answer", "canonical_answers", "canonical_answers_async", "configure",
-    "majority_vote", "normalize",
+    "AnswerVerdict", "answers_equal", "canonical_answer", "canonical_answers", "canonical_answers_async", "configure",
+    "extract", "extract_answer", "grade_answer", "majority_vote", "normalize",
 ]
