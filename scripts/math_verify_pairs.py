@@ -34,10 +34,18 @@ def load_pairs(path: Path) -> list[dict[str, Any]]:
 
 
 def settings(options: dict[str, Any]) -> dict[str, Any]:
-    """math-verify options → grade_answer keyword arguments (only those we have an equivalent for)."""
+    """math-verify options → grade_answer keyword arguments (only those we have an equivalent for).
+
+    ``precision`` (math-verify's float rounding: decimal places non-integers are compared at),
+    ``strict`` (False: variable names may differ) and ``allow_set_relation_comp`` (False: an
+    inequality in the prediction does not match a set in the gold) map one to one; ``mode`` and
+    ``match_types`` choose math-verify's extraction targets and have no equivalent (we always
+    extract the same way). ``{"mode": "default"}`` means math-verify's defaults, which are ours.
+    """
     out: dict[str, Any] = {}
-    if "precision" in options:
-        out["precision"] = options["precision"]
+    for key in ("precision", "strict", "allow_set_relation_comp"):
+        if key in options:
+            out[key] = options[key]
     return out
 
 

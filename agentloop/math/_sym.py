@@ -2,7 +2,14 @@
 
 Everything here may be slow or blow up (``10^{10^{10}}``), which is why the pool wraps each call
 in a hard, process-killing timeout. Structures latex2sympy2 does not parse (tuples, intervals,
-unions, sets, ``\\pm``, equations, matrices) are split here, and each piece is parsed alone.
+unions, sets, ``\\pm``) are split by `normalize.structure` (the same code the parent uses for
+number-only answers, so both print the same), and each leaf is parsed alone. Relations are
+canonicalized here: an equation as ``Eq(lhs - rhs, 0)`` without sign or content, a univariate
+inequality as the set it describes.
+
+latex2sympy2 1.9.1 keeps parser state in module globals (``convert_atom`` rebinds ``var`` when it
+meets "d followed by a letter"), so every call first restores those globals: no verdict may depend
+on what a worker parsed before.
 """
 
 from __future__ import annotations
@@ -10,49 +17,69 @@ from __future__ import annotations
 import math
 import re
 
+import latex2sympy2 as _l2s
 import sympy
 from latex2sympy2 import latex2sympy
 
-Result = tuple[str, float | None]
+from agentloop.math.normalize import NeedSympy, Num, Piece, fast_scalar, fmt_interval, split_top, structure
+
+Result = tuple[str, str, tuple[Num, ...]]
 _I = sympy.Symbol("i")
+_E = sympy.Symbol("e")
+_GLOBALS = {k: v for k, v in vars(_l2s).items() if k in ("var", "variances", "is_real", "frac_type", "VARIABLE_VALUES")}
+_REL = re.compile(r"\\le(?![a-zA-Z])|\\ge(?![a-zA-Z])|\\ne(?![a-zA-Z])|<|>")
 
 
-def split_top(s: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside any (), [], {} nesting; unbalanced input is simply not split."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(s):
-        c = s[i]
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif depth == 0 and s.startswith(sep, i):
-            parts.append(s[start:i])
-            start = i + len(sep)
-            i = start
-            continue
-        i += 1
-    parts.append(s[start:])
-    return parts
+def _reset_parser() -> None:
+    for k, v in _GLOBALS.items():
+        setattr(_l2s, k, v.copy() if isinstance(v, dict) else v)
+
+
+def _parse(s: str) -> sympy.Basic:
+    if not s.strip():
+        raise ValueError("empty")
+    _reset_parser()
+    expr = latex2sympy(s)
+    if not isinstance(expr, (sympy.Basic, sympy.MatrixBase)):
+        raise ValueError(f"not an expression: {type(expr).__name__}")
+    return expr
+
+
+def _trig(expr: sympy.Basic) -> sympy.Basic:
+    """sec, csc, cot → 1/cos, 1/sin, cos/sin so ``\\sec^2 y`` and ``\\tan^2 y + 1`` meet."""
+    return expr.replace(sympy.sec, lambda a: 1 / sympy.cos(a)).replace(
+        sympy.csc, lambda a: 1 / sympy.sin(a)).replace(sympy.cot, lambda a: sympy.cos(a) / sympy.sin(a))
 
 
 def scalar(s: str) -> sympy.Basic:
     """One expression → simplified sympy; ``i`` is the imaginary unit, as in MATH answers."""
-    if not s.strip():
-        raise ValueError("empty")
-    expr = latex2sympy(s)
-    if not isinstance(expr, sympy.Basic):
-        raise ValueError(f"not an expression: {type(expr).__name__}")
+    expr = _parse(s)
+    if isinstance(expr, (sympy.MatrixBase, sympy.MatrixExpr)):
+        expr = expr.doit() if isinstance(expr, sympy.MatrixExpr) else expr
+        return expr.applyfunc(_simplify) if isinstance(expr, sympy.MatrixBase) else expr
+    return _simplify(expr)
+
+
+def _simplify(expr: sympy.Basic) -> sympy.Basic:
     if _I in expr.free_symbols:
         expr = expr.subs(_I, sympy.I)
+    if _E in expr.free_symbols or expr.has(sympy.Symbol("\\mathrm{e}")):
+        expr = expr.subs({_E: sympy.E, sympy.Symbol("\\mathrm{e}"): sympy.E})
+    expr = _trig(expr)
+    if expr.is_Rational:
+        return expr
+    if expr.free_symbols and expr.is_polynomial() and not expr.has(sympy.Float):
+        return sympy.expand(expr)  # (x+1)^2 and x^2+2x+1; expanding is far cheaper than simplify
     expr = sympy.simplify(expr)
     if expr.free_symbols and expr.is_polynomial():
-        expr = sympy.expand(expr)  # (x+1)^2 and x^2+2x+1: simplify alone leaves both as they are
+        expr = sympy.expand(expr)
     return expr
 
 
-def _value(expr: sympy.Basic) -> float | None:
-    """A float for real numeric scalars, so the parent can apply a relative tolerance."""
+def _value(expr: sympy.Basic) -> Num | None:
+    """An exact int for integers, a float for other real numeric scalars, else None."""
+    if isinstance(expr, sympy.Integer):
+        return int(expr)
     if not getattr(expr, "is_number", False):
         return None
     try:
@@ -64,79 +91,96 @@ def _value(expr: sympy.Basic) -> float | None:
     return z.real
 
 
-def _canon_scalar(s: str) -> str:
-    return sympy.sstr(scalar(s))
+def _piece(expr: sympy.Basic) -> Piece:
+    if isinstance(expr, sympy.MatrixBase):
+        cells = [_piece(x) for x in expr]
+        nums = tuple(x for c in cells for x in c[2])
+        head = f"Matrix{expr.shape[0]}x{expr.shape[1]}"
+        return (head + "[" + ", ".join(c[0] for c in cells) + "]",
+                head + "[" + ", ".join(c[1] or c[0] for c in cells) + "]" if nums else "", nums)
+    if expr.has(sympy.zoo, sympy.nan):
+        raise ValueError("undefined")  # \frac{1}{0}: keep the string, never equate undefined answers
+    text = sympy.sstr(expr)
+    if expr in (sympy.oo, -sympy.oo):
+        return text, text, ()
+    v = _value(expr)
+    return (text, "#", (v,)) if v is not None else (text, "", ())
 
 
-def _equation(lhs: str, rhs: str) -> str:
+def _leaf(s: str) -> Piece:
+    try:
+        return fast_scalar(s)
+    except NeedSympy:
+        pass
+    if _REL.search(s) or "=" in s:
+        return _relation(s)
+    return _piece(scalar(s))
+
+
+def _equation(lhs: str, rhs: str) -> Piece:
     """``y = 2x + 3`` and ``2x + 3 = y`` agree: lhs − rhs, without content and sign."""
     diff = sympy.together(sympy.expand(scalar(lhs) - scalar(rhs)))
     num = sympy.expand(sympy.numer(diff))
     _, prim = num.as_content_primitive()
     if prim.could_extract_minus_sign():
         prim = -prim
-    return f"Eq({sympy.sstr(sympy.expand(prim))}, 0)"
+    text = f"Eq({sympy.sstr(sympy.expand(prim))}, 0)"
+    return text, "", ()
 
 
-def _interval(s: str) -> sympy.Set | None:
-    m = re.fullmatch(r"([\[(])(.*)([\])])", s)
-    if not m:
-        return None
-    parts = split_top(m.group(2), ",")
-    if len(parts) != 2:
-        return None
-    lo, hi = scalar(parts[0]), scalar(parts[1])
-    return sympy.Interval(lo, hi, m.group(1) == "(", m.group(3) == ")")
+def _set_text(st: sympy.Set) -> Piece:
+    """A sympy set (from an inequality) in the text format of `normalize.structure`."""
+    if isinstance(st, sympy.Union):
+        parts = sorted((_set_text(a) for a in st.args), key=lambda p: p[0])
+        nums = tuple(x for p in parts for x in p[2])
+        return " U ".join(p[0] for p in parts), " U ".join(p[1] or p[0] for p in parts) if nums else "", nums
+    if isinstance(st, sympy.Interval):
+        lo, hi = _piece(st.start), _piece(st.end)
+        nums = lo[2] + hi[2]
+        return (fmt_interval(lo[0], hi[0], bool(st.left_open), bool(st.right_open)),
+                fmt_interval(lo[1] or lo[0], hi[1] or hi[0], bool(st.left_open), bool(st.right_open)) if nums else "",
+                nums)
+    if isinstance(st, sympy.FiniteSet):
+        return structure("\\{" + ",".join(sympy.latex(a) for a in st.args) + "\\}", _leaf)
+    raise ValueError("set kind")
 
 
-def _matrix(s: str) -> str | None:
-    m = re.fullmatch(r"\\begin\{[pbvBV]?matrix\}(.*)\\end\{[pbvBV]?matrix\}", s)
-    if not m:
-        return None
-    rows = [r for r in m.group(1).split("\\\\") if r.strip()]
-    cells = [[_canon_scalar(c) for c in r.split("&")] for r in rows]
-    return "Matrix(" + repr(cells).replace("'", "") + ")"
-
-
-def structured(s: str) -> str | None:
-    """Canonical text for the structures latex2sympy2 misreads; None when ``s`` is a scalar."""
-    if (mat := _matrix(s)) is not None:
-        return mat
-    if len(parts := split_top(s, "\\cup")) > 1:
-        sets = [_interval(p) or sympy.FiniteSet(*map(scalar, _items(p))) for p in parts]
-        return sympy.sstr(sympy.Union(*sets))
-    if len(sides := split_top(s, "=")) == 2 and all(x.strip() for x in sides):
+def _relation(s: str) -> Piece:
+    sides = split_top(s, "=")
+    if len(sides) == 2 and not _REL.search(s):
         return _equation(*sides)
-    if s.count("\\pm") == 1:
-        plus, minus = _canon_scalar(s.replace("\\pm", "+")), _canon_scalar(s.replace("\\pm", "-"))
-        return "{" + ", ".join(sorted({plus, minus})) + "}"
-    if re.fullmatch(r"\\\{.*\\\}", s):
-        return "{" + ", ".join(sorted({_canon_scalar(x) for x in _items(s)})) + "}"
-    if s[:1] in "[(" and s[-1:] in "])" and s[0] + s[-1] not in ("()", "[]"):
-        return sympy.sstr(_interval(s)) if _interval(s) is not None else None
-    if s[:1] == "(" and s[-1:] == ")" and len(parts := split_top(s[1:-1], ",")) > 1:
-        return "(" + ", ".join(_canon_scalar(p) for p in parts) + ")"
-    if s[:1] == "[" and s[-1:] == "]" and len(split_top(s[1:-1], ",")) == 2:
-        return sympy.sstr(_interval(s))
-    if len(parts := split_top(s, ",")) > 1:  # "3, 5, 7": all the solutions, order-free
-        return "{" + ", ".join(sorted({_canon_scalar(p) for p in parts})) + "}"
-    return None
-
-
-def _items(s: str) -> list[str]:
-    """The members of ``\\{a, b\\}`` (or a bare list)."""
-    inner = s[2:-2] if s.startswith("\\{") and s.endswith("\\}") else s
-    return [p for p in split_top(inner, ",") if p.strip()]
+    expr = _parse(s)
+    if not isinstance(expr, sympy.Rel) and not isinstance(expr, sympy.And):
+        raise ValueError("not a relation")
+    syms = expr.free_symbols
+    if len(syms) == 1:
+        (x,) = syms
+        return _set_text(sympy.solveset(expr, x, sympy.S.Reals) if isinstance(expr, sympy.Rel)
+                         else expr.as_set())
+    return sympy.sstr(expr), "", ()
 
 
 def canonical_form(norm: str) -> Result | None:
-    """Worker entry: (canonical text, real value or None), or None when nothing parses."""
+    """Worker entry: (canonical text, shape, number leaves), or None when nothing parses."""
     try:
-        if (text := structured(norm)) is not None:
-            return text, None
-        expr = scalar(norm)
-        if expr.has(sympy.zoo, sympy.nan):
-            return None  # \frac{1}{0}: keep the string, do not equate all undefined answers
-        return sympy.sstr(expr), _value(expr)
+        if "\\begin{pmatrix}" in norm or "\\begin{vmatrix}" in norm:
+            return _piece(scalar(norm))
+        if "=" in norm and len(split_top(norm, "=")) == 2 and not _REL.search(norm):
+            return _relation(norm)
+        if _REL.search(norm) and not re.search(r"[,;]", norm):
+            return _relation(norm)
+        return structure(norm, _leaf)
     except Exception:  # noqa: BLE001 - latex2sympy raises bare Exception on parse errors
         return None
+
+
+def _warm() -> None:
+    """Run the parser and simplifier once at import (in the forkserver, before workers fork), so
+    a fresh worker's first item does not pay their one-time set-up against the per-item timeout."""
+    for s in ("\\frac{1}{2}+\\sqrt{2}x", "(x+1)^2", "x \\le 3", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+              "\\sin(x)^2+\\cos(x)^2", "y=2x+3", "d x"):
+        canonical_form(s)
+    _reset_parser()
+
+
+_warm()

@@ -1,35 +1,55 @@
 """String normalization of final answers: cheap, pure, and run in the parent process.
 
-Most equivalent rewrites a model produces (``\\dfrac`` for ``\\frac``, ``\\left(``, ``x =``, units,
-degrees, percent signs, thousands separators) differ only in spelling, so normalizing them here
-lets voting group them without ever paying for a sympy parse.
+Most equivalent rewrites a model produces (``\\dfrac`` for ``\\frac``, ``\\left(``, units after a
+number, degrees, ``\\$``, thousands separators, ``\\geq`` for ``>=``) differ only in spelling, so
+normalizing them here lets voting group them without ever paying for a sympy parse. Also here:
+the exact number reader (`parse_number`) and the text formats shared with the sympy workers
+(`fmt_tuple`, `fmt_set`, `fmt_interval`), so a structure canonicalized in the parent and one
+canonicalized in a worker print the same.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from fractions import Fraction
 
-_WRAPPERS = r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}"
-_UNITS = (r"(?:square\s+|sq\.?\s*|cubic\s+)?(?:units?|cm|mm|km|m|meters?|inches|inch|in|feet|foot|ft|"
-          r"yards?|miles?|mph|dollars?|cents?|degrees?|hours?|hrs?|minutes?|mins?|seconds?|secs?|"
-          r"days?|weeks?|years?|pounds?|lbs?|ounces?|oz|gallons?|liters?|grams?|kg|g|people|students|"
-          r"ways|points|percent)(?:\^\{?[23]\}?|\s*\^\s*[23])?")
-_SPACING = re.compile(r"\\[!,;:>]|\\quad|\\qquad|\\displaystyle|\\limits")
-_SINGLE_VAR_PREFIX = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?=[^=]+$)")
+# ---------------------------------------------------------------------------------------------
+# spelling
 
-
-def _strip_var_prefix(s: str) -> str:
-    """``x = 5`` → ``5``, but ``y = 2x + 3`` stays an equation: only a constant rhs is an answer."""
-    m = _SINGLE_VAR_PREFIX.match(s)
-    if m and not re.search(r"(?<![\\a-zA-Z])[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", s[m.end():])):
-        return s[m.end():]
-    return s
+_DOUBLE_BS = re.compile(r"(?<!\\)\\\\(?=(?:left|right|frac|dfrac|tfrac|cfrac|sqrt|pi|cdot|times|infty|text|"
+                        r"boxed|begin|end|mathrm|pm|le|ge|neq|in|cup)(?![a-zA-Z]))")
+_SIZING = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])\s*\.?")
+_SPACING = re.compile(r"(?<!\\)\\[!,;:> ]|\\qquad|\\quad|\\displaystyle(?![a-zA-Z])|"
+                      r"\\limits(?![a-zA-Z])|\\nolimits(?![a-zA-Z])|~")
+_WRAPPERS = re.compile(r"\\(?:text|textnormal|textbf|textit|textrm|textsf|texttt|mathrm|mathbf|mathit|"
+                       r"mathsf|mathtt|mbox|hbox|operatorname|boldsymbol|bm|emph)\s*\{([^{}]*)\}")
+_DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree(?![a-zA-Z])|\^\s*\{\s*\\degree\s*\}")
+_PERCENT = re.compile(r"\\%|%|\\percent(?![a-zA-Z])|\s*\b(?:percent(?:age)?|pct)\b\.?")
+_RELATIONS = [
+    (re.compile(r"\\leqslant(?![a-zA-Z])|\\leq(?![a-zA-Z])|\\le(?![a-zA-Z])|<=|≤"), "\\le "),
+    (re.compile(r"\\geqslant(?![a-zA-Z])|\\geq(?![a-zA-Z])|\\ge(?![a-zA-Z])|>=|≥"), "\\ge "),
+    (re.compile(r"\\neq(?![a-zA-Z])|\\ne(?![a-zA-Z])|!=|≠"), "\\ne "),
+    (re.compile(r"\\lt(?![a-zA-Z])"), "<"), (re.compile(r"\\gt(?![a-zA-Z])"), ">"),
+    (re.compile(r"\\approx(?![a-zA-Z])|\\simeq(?![a-zA-Z])|≈"), "\\approx "),
+]
+# a word unit after a number: letters (and spaces, ^2, /, dots) only, e.g. "12 square feet", "5 m/s"
+_UNIT_TAIL = re.compile(r"(?<=[\d}.)])\s*(?!(?:and|or)\b)(?:[a-zA-Z]{2,}|cm|m|g|s|h|L|ft|in)"
+                        r"(?:[\s./^*-]*(?:[a-zA-Z]+|\d(?=\s*$)|\{\d\}))*\s*\.?$")
+_CONNECTIVE = re.compile(r"(?:and|or)(?![a-zA-Z])\s*")
 
 
 def _strip_wrappers(s: str) -> str:
-    """Replace ``\\text{abc}`` and friends by their content; loops for nested wrappers."""
-    for _ in range(10):
-        new = re.sub(_WRAPPERS, r"\1", s)
+    """``\\text{abc}`` and friends → their content (innermost first, a bounded number of rounds).
+
+    A unit in a wrapper right after a number (``12\\text{ inches}``, ``3\\mbox{ apples}``) is
+    dropped first: any words there are a unit, not a fixed list of them.
+    """
+    for _ in range(8):
+        new = re.sub(r"(?<=[\d}.)])\s*\\(?:text|textnormal|textrm|textbf|textit|mbox|hbox|mathrm)\s*"
+                     r"\{\s*(?![a-zA-Z]\s*\})(?!(?:and|or|if|for)\b)[a-zA-Z][a-zA-Z .\-/]*(?:\^\{?\d\}?)?\}"
+                     r"(?:\s*\^\s*\{?\d\}?)?", "", s)
+        new = _WRAPPERS.sub(r"\1", new)
         if new == s:
             break
         s = new
@@ -44,35 +64,310 @@ def _fix_shorthand(s: str) -> str:
     return re.sub(r"\\sqrt\s*([0-9a-zA-Z])", r"\\sqrt{\1}", s)
 
 
-def _fix_numbers(s: str) -> str:
-    """Thousands separators (only in a lone number, never in a tuple) and mixed numbers."""
-    s = s.replace("{,}", ",")
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
-        s = s.replace(",", "")
-    m = re.fullmatch(r"(-?)(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}", s)
-    if m and len(s) < 40 and int(m.group(4)) != 0:  # MATH writes 1\frac{4}{5} for 9/5
-        whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
-        s = f"{m.group(1)}\\frac{{{whole * den + num}}}{{{den}}}"
-    return s
-
-
 def _collapse_spaces(s: str) -> str:
     """Drop spaces except between two letters or digits (``\\pi r``, ``\\log_2 8`` keep theirs)."""
     s = re.sub(r"\s+", " ", s)
     return re.sub(r"(?<![a-zA-Z0-9]) | (?![a-zA-Z0-9])", "", s)
 
 
+def _fix_numbers(s: str, spaced_commas: bool = False) -> str:
+    """Thousands separators, decimal commas, space-grouped digits, mixed numbers, ``.5``.
+
+    A lone number only (never inside a tuple): ``1,000``/``1{,}000``/``1 000`` → ``1000``; a comma
+    followed by other than three digits and no space is a decimal comma (``1,22``, ``0,111``,
+    ``1000,99``); ``1,222`` is thousands unless it starts with ``0,``.
+    """
+    s = s.replace("{,}", ",")
+    sign = r"[-+]?"
+    if re.fullmatch(sign + r"\d{1,3}(?: \d{3})+(?:[.,]\d+)?", s):
+        s = s.replace(" ", "")
+    if spaced_commas:
+        pass
+    elif re.fullmatch(sign + r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", s) and not re.match(r"[-+]?0,", s):
+        s = s.replace(",", "")
+    m = re.fullmatch(r"(-?)(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}", s) or re.fullmatch(r"(-?)(\d+) (\d+)/(\d+)", s)
+    if m and len(s) < 40 and int(m.group(4)) != 0 and int(m.group(3)) < int(m.group(4)):
+        whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
+        s = f"{m.group(1)}\\frac{{{whole * den + num}}}{{{den}}}"
+    return re.sub(r"(?<![\d.])\.(\d)", r"0.\1", s)
+
+
+def has_percent(s: str) -> bool:
+    """Whether the answer is written as a percentage (``28\\%``, ``28 percent``)."""
+    return bool(re.search(r"%|\\percent|\bpercent|\bpct\b", s))
+
+
 def normalize(s: str) -> str:
     """The spelling-level canonical form of an answer; the fallback when sympy cannot help."""
-    s = s.strip().replace("\n", " ")
-    s = re.sub(r"\\left(?![a-zA-Z])\.?|\\right(?![a-zA-Z])\.?", "", s)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    s = _SPACING.sub("", s)
-    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ|\\degree", "", s)
+    s = s.strip().replace("\n", " ").replace("²", "^2").replace("³", "^3")
+    s = _DOUBLE_BS.sub("\\\\", s)
+    s = s.replace("\\(", "(").replace("\\)", ")")
+    s = _SIZING.sub("", s)
+    s = re.sub(r"(?<=\d)\s*(?:\{\s*,\s*\}|,\s*\\!)\s*(?=\d{3})", ",", s)  # 14{,}916, 32,\! 349
+    s = s.replace("\\!", "")
+    s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
+    s = _SPACING.sub(" ", s)
+    s = s.replace("\\$", "").replace("$", "").replace("€", "").replace("£", "")
+    s = _DEGREES.sub("", s)
+    s = _PERCENT.sub("", s)
+    s = re.sub(r"(?<=\d)\s*\\text\s*\{\s*degrees?\s*\}|(?<=\d)\s*degrees?\b", "", s)
     s = _strip_wrappers(s)
-    s = re.sub(r"(?<=[\d}])\s*" + _UNITS + r"\s*\.?$", "", s)
-    s = _collapse_spaces(s).rstrip(".").strip()
-    s = _strip_var_prefix(s)
+    for pat, rep in _RELATIONS:
+        s = pat.sub(rep.replace("\\", "\\\\"), s)
+    s = s.strip()
+    s = _UNIT_TAIL.sub("", s) if re.match(r"[-+]?[\d.]", s) and not re.search(r"[=<>]|\\le |\\ge ", s) else s
+    spaced = bool(re.search(r",\s", s))
+    s = _collapse_spaces(s).strip()
+    s = _matrices(s)
+    s = re.sub(r"(?<![.\d])\.$|(?<=\d)\.$", "", s).strip()
     s = _fix_shorthand(s)
-    return _fix_numbers(s)
+    return _fix_numbers(s, spaced)
+
+
+def _matrices(s: str) -> str:
+    """``[\\begin{array}{cc}…\\end{array}]``, ``bmatrix``, ``(\\begin{pmatrix}…)`` → plain ``pmatrix``."""
+    if "\\begin" not in s:
+        return s
+    s = re.sub(r"\\\\\s*(?=\\end\{)", "", s)
+    s = re.sub(r"\\begin\{array\}\{[^{}]*\}", r"\\begin{pmatrix}", s)
+    s = re.sub(r"\\(begin|end)\{(?:bmatrix|Bmatrix|matrix|smallmatrix|array)\}", r"\\\1{pmatrix}", s)
+    m = re.fullmatch(r"[\[(](\\begin\{pmatrix\}.*\\end\{pmatrix\})[\])]", s)
+    if m and m.group(1).count("\\begin") == 1:
+        s = m.group(1)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# exact numbers
+
+_NUM = re.compile(r"([-+]?)(\d+(?:\.\d*)?|\.\d+)(?:(?:e|E|\\times10\^|\\cdot10\^|\*10\^|\\times 10\^|\\cdot 10\^)"
+                  r"\{?([-+]?\d{1,4})\}?)?")
+
+
+def parse_number(s: str) -> Fraction | None:
+    """The exact value of a plain number (integer, decimal, scientific, ``a/b``, ``\\frac{a}{b}``)."""
+    if len(s) > 400:
+        return None
+    if m := _NUM.fullmatch(s):
+        v = Fraction(m.group(2))
+        if m.group(3):
+            v *= Fraction(10) ** int(m.group(3))
+        return -v if m.group(1) == "-" else v
+    m = re.fullmatch(r"([-+]?)\\frac\{([-+]?\d+(?:\.\d+)?)\}\{([-+]?\d+(?:\.\d+)?)\}", s) or \
+        re.fullmatch(r"([-+]?)(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)", s)
+    if m and Fraction(m.group(3)) != 0:
+        v = Fraction(m.group(2)) / Fraction(m.group(3))
+        return -v if m.group(1) == "-" else v
+    return None
+
+
+def decimal_comma(s: str) -> str | None:
+    """``1,22`` read with a decimal comma (``1.22``); None unless ``s`` is digits, one comma, digits.
+
+    Alone, such a string is a list (``12,13``) or, with groups of three, thousands (``1,222``);
+    `answers_equal` uses this reading only against an answer that is a single number.
+    """
+    return s.replace(",", ".") if re.fullmatch(r"[-+]?\d+,\d+", s) else None
+
+
+def is_inexact(s: str) -> bool:
+    """Whether a normalized answer holds a decimal number (so a rounding tolerance applies)."""
+    return bool(re.search(r"\d\.\d|(?<![\d])\.\d|\d(?:e|E)[-+]?\d", s))
+
+
+def fmt_number(v: Fraction) -> str:
+    """``Fraction`` → sympy's print of the same Rational (``7``, ``-1/2``)."""
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# structure (shared with the workers)
+
+def split_top(s: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside any (), [], {} nesting; unbalanced input is simply not split."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        c = s[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0 and s.startswith(sep, i):
+            parts.append(s[start:i])
+            start = i + len(sep)
+            i = start
+            continue
+        i += 1
+    parts.append(s[start:])
+    return parts
+
+
+def outer_group(s: str) -> tuple[str, str, str] | None:
+    """``(a, b)`` → ("(", "a, b", ")") when the first bracket closes at the very end, else None."""
+    if len(s) < 2 or s[0] not in "([{" or s[-1] not in ")]}":
+        return None
+    if s.startswith("\\{"):
+        return None
+    depth = 0
+    for i, c in enumerate(s):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth == 0 and i != len(s) - 1:
+                return None
+    return (s[0], s[1:-1], s[-1]) if depth == 0 else None
+
+
+def set_items(s: str) -> list[str] | None:
+    """The members of a set or list written as one: ``\\{a, b\\}``, ``{a, b}``, ``a, b``,
+    ``a; b``, ``a \\text{ and } b`` (a list of one is None)."""
+    if s.startswith("\\{") and s.endswith("\\}"):
+        inner = s[2:-2]
+        parts = split_top(inner, ",") if len(split_top(inner, ",")) > 1 else split_top(inner, ";")
+        return [p.strip() for p in parts if p.strip()]
+    g = outer_group(s)
+    if g and g[0] == "{" and g[2] == "}" and len(split_top(g[1], ",")) > 1:
+        return [p.strip() for p in split_top(g[1], ",") if p.strip()]
+    for sep in (",", ";"):
+        if len(parts := split_top(s, sep)) > 1:
+            out: list[str] = []
+            for p in parts:
+                out.extend(x for x in _and_split(p) if x)
+            return [p.strip() for p in out if p.strip()]
+    parts = _and_split(s)
+    return parts if len(parts) > 1 else None
+
+
+def _and_split(s: str) -> list[str]:
+    """``1 and 2``, ``1 or 2`` → its parts (top level only)."""
+    out, depth, start = [], 0, 0
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0 and c in "ao" and (m := _CONNECTIVE.match(s, i)) and \
+                (i == 0 or not (s[i - 1].isalpha() or s[i - 1] == "\\")):
+            out.append(s[start:i])
+            start = i = m.end()
+            continue
+        i += 1
+    out.append(s[start:])
+    return [p.strip() for p in out if p.strip()]
+
+
+def fmt_tuple(items: list[str]) -> str:
+    return "(" + ", ".join(items) + ")"
+
+
+def fmt_set(items: list[str], keys: list[tuple] | None = None) -> str:
+    """Set text: members deduplicated and sorted (numbers by value first, then text)."""
+    order = sorted(set(zip(keys or [(1, 0, t) for t in items], items, strict=True)))
+    seen, out = set(), []
+    for _, t in order:
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+    return "{" + ", ".join(out) + "}"
+
+
+def fmt_interval(lo: str, hi: str, left_open: bool, right_open: bool) -> str:
+    """Interval text, infinite ends always open: ``(3/5, 8/3]``, ``(-oo, 0]``."""
+    left_open = left_open or lo == "-oo"
+    right_open = right_open or hi == "oo"
+    return ("(" if left_open else "[") + lo + ", " + hi + (")" if right_open else "]")
+
+
+# ---------------------------------------------------------------------------------------------
+# structured canonical forms, shared by the parent (numbers only) and the workers (sympy scalars)
+
+Num = int | float
+# (text, shape, leaves): the canonical text; the same text with every real-number leaf as "#"
+# ("" when the answer has no number leaf); the leaves' values (ints exact, others float)
+Piece = tuple[str, str, tuple[Num, ...]]
+
+
+class NeedSympy(Exception):
+    """The parent's number-only reader cannot canonicalize this; a worker must."""
+
+
+def number_piece(v: Fraction) -> Piece:
+    return fmt_number(v), "#", (int(v) if v.denominator == 1 else float(v),)
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z ]*[A-Za-z]")
+_INF = {"\\infty": "oo", "+\\infty": "oo", "-\\infty": "-oo", "\\inf": "oo", "-\\inf": "-oo", "∞": "oo",
+        "-∞": "-oo", "infinity": "oo", "-infinity": "-oo", "oo": "oo", "-oo": "-oo", "+oo": "oo"}
+
+
+def fast_scalar(s: str) -> Piece:
+    """Scalars needing no sympy: numbers, infinities, base-subscripted numerals, words, letters."""
+    if (v := parse_number(s)) is not None:
+        return number_piece(v)
+    if s in _INF:
+        return _INF[s], _INF[s], ()
+    m = re.fullmatch(r"([0-9A-Fa-f]+)_\{?\(?(\d{1,2})\)?\}?", s)  # 52_8: a numeral in base 8
+    if m and (re.search(r"\d", m.group(1)) or int(m.group(2)) > 10):
+        return f"{m.group(1).upper()}_{int(m.group(2))}", f"{m.group(1).upper()}_{int(m.group(2))}", ()
+    if m := re.fullmatch(r"\(?([A-E])\)?", s):
+        return m.group(1), m.group(1), ()
+    if _WORD.fullmatch(s) and len(s.replace(" ", "")) >= 3:
+        return s.lower(), s.lower(), ()  # "Evelyn", "even": words, not products of symbols
+    raise NeedSympy(s)
+
+
+def _sort_key(p: Piece) -> tuple:
+    if p[1] == "#":
+        return (0, float(p[2][0]), p[0])
+    return (1, 0.0, p[0])
+
+
+def _set_piece(pieces: list[Piece]) -> Piece:
+    uniq: dict[str, Piece] = {}
+    for p in pieces:
+        uniq.setdefault(p[0], p)
+    order = sorted(uniq.values(), key=_sort_key)
+    nums: tuple[Num, ...] = tuple(x for p in order for x in p[2])
+    return ("{" + ", ".join(p[0] for p in order) + "}",
+            "{" + ", ".join(p[1] for p in order) + "}" if nums else "", nums)
+
+
+def _join(pieces: list[Piece], fmt: str) -> Piece:
+    nums = tuple(x for p in pieces for x in p[2])
+    shapes = [p[1] or p[0] for p in pieces]
+    return fmt % ", ".join(p[0] for p in pieces), (fmt % ", ".join(shapes)) if nums else "", nums
+
+
+def structure(s: str, scalar: Callable[[str], Piece], depth: int = 0) -> Piece:
+    """Canonical piece of ``s``: sets/lists (order-free), tuples, intervals, unions, ``\\pm``;
+    ``scalar`` canonicalizes the leaves (raises `NeedSympy` or ValueError when it cannot)."""
+    if depth > 20 or not s:
+        raise ValueError("too deep or empty")
+    if (items := set_items(s)) is not None:
+        return _set_piece([structure(i, scalar, depth + 1) for i in items])
+    if len(parts := split_top(s, "\\cup")) > 1:
+        pieces = [structure(p, scalar, depth + 1) for p in parts]
+        pieces.sort(key=lambda p: p[0])
+        nums = tuple(x for p in pieces for x in p[2])
+        return " U ".join(p[0] for p in pieces), " U ".join(p[1] or p[0] for p in pieces) if nums else "", nums
+    if s.count("\\pm") == 1 and not re.search(r"[=<>]", s):
+        return _set_piece([structure(s.replace("\\pm", "+"), scalar, depth + 1),
+                           structure(s.replace("\\pm", "-"), scalar, depth + 1)])
+    if (g := outer_group(s)) is not None and g[0] != "{":
+        parts = split_top(g[1], ",")
+        if len(parts) == 1 and len(semi := split_top(g[1], ";")) > 1:
+            parts = semi
+        if len(parts) == 2 and (g[0] + g[2] != "()"):
+            lo, hi = structure(parts[0], scalar, depth + 1), structure(parts[1], scalar, depth + 1)
+            lo_open, hi_open = g[0] == "(" or lo[0] == "-oo", g[2] == ")" or hi[0] == "oo"
+            nums = lo[2] + hi[2]
+            return (fmt_interval(lo[0], hi[0], lo_open, hi_open),
+                    fmt_interval(lo[1] or lo[0], hi[1] or hi[0], lo_open, hi_open) if nums else "", nums)
+        if len(parts) >= 2 and g[0] == "(" and g[2] == ")":
+            return _join([structure(p, scalar, depth + 1) for p in parts], "(%s)")
+        if len(parts) >= 2:
+            return _join([structure(p, scalar, depth + 1) for p in parts], "[%s]")
+    return scalar(s)
