@@ -677,7 +677,8 @@ def _bare_statement(lx: _Lexed) -> Statement | None:
             return Statement(run[0], start, run[1], "bare")
     if "\n" in body or len(body) > 80 or "\\boxed" in body or "\\fbox" in body:  # a broken box states nothing
         return None
-    if any(ch.isdigit() for ch in body) or "\\" in body or len(body.split()) <= 2:
+    words = len(re.findall(r"(?<!\\)\b[A-Za-z]{2,}", body))
+    if (words <= 2 and (any(ch.isdigit() for ch in body) or "\\" in body)) or len(body.split()) <= 2:
         value = body.strip()
         if value.count("$") == 1:
             value = value.replace("$", "").strip()
@@ -699,7 +700,7 @@ def extract(text: str, *, finish_reason: str | None = "stop") -> Extraction:
         if after.statements:
             return after
     cut_off = finish_reason == "length"
-    cut = len(text.rstrip()) if cut_off else len(text) + 1
+    cut = len(text) if cut_off else len(text) + 1  # a plain value reaching the cut may be half-written
     lx = _lex(text)
     finals = _final_statements(lx, cut)
     if finals:
