@@ -167,7 +167,9 @@ def decimal_comma(s: str) -> str | None:
     Alone, such a string is a list (``12,13``) or, with groups of three, thousands (``1,222``);
     `answers_equal` uses this reading only against an answer that is a single number.
     """
-    return s.replace(",", ".") if re.fullmatch(r"[-+]?\d+,\d+", s) else None
+    if not re.fullmatch(r"[-+]?\d+,\d+", s) or re.fullmatch(r"[-+]?[1-9]\d{0,2},\d{3}", s):
+        return None
+    return s.replace(",", ".")
 
 
 def is_inexact(s: str) -> bool:
@@ -347,7 +349,9 @@ def structure(s: str, scalar: Callable[[str], Piece], depth: int = 0) -> Piece:
     if depth > 20 or not s:
         raise ValueError("too deep or empty")
     if (items := set_items(s)) is not None:
-        return _set_piece([structure(i, scalar, depth + 1) for i in items])
+        flat = [x for i in items for x in ((i.replace("\\pm", "+"), i.replace("\\pm", "-"))
+                                          if i.count("\\pm") == 1 and not re.search(r"[=<>]", i) else (i,))]
+        return _set_piece([structure(i, scalar, depth + 1) for i in flat])
     if len(parts := split_top(s, "\\cup")) > 1:
         pieces = [structure(p, scalar, depth + 1) for p in parts]
         pieces.sort(key=lambda p: p[0])

@@ -9,7 +9,9 @@ from agentloop.math.canonical import Canon, canonicals, close_enough
 def group_answers(answers: list[str]) -> list[tuple[Canon, int]]:
     """Groups of equal answers in first-seen order; empty answers (nothing extracted) are dropped.
 
-    Grouping is by canonical text, then numeric groups within tolerance merge; a merged group is
+    Grouping is by canonical text (labels dropped: ``x = 5`` votes with ``5``), then groups whose
+    numbers agree under `agentloop.math.canonical.close` (the rule `answers_equal` uses: integers
+    exactly, decimals to the default precision, ``28\\%`` with ``0.28``) merge; a merged group is
     named by its most common member (``11/36`` rather than the decimal some samples wrote).
     """
     return _group(canonicals(answers))[0]
@@ -25,7 +27,7 @@ def _group(canons: list[Canon]) -> tuple[list[tuple[Canon, int]], dict[str, int]
     where: dict[str, int] = {}
     for text, (canon, count) in groups.items():
         for i, g in enumerate(merged):
-            if canon.value is not None and close_enough(g[0], canon):
+            if (canon.nums or canon.percent) and close_enough(g[0], canon):
                 g[1] += count
                 if count > g[2]:
                     g[0], g[2] = canon, count
