@@ -151,8 +151,8 @@ def test_collection_size(answer, size):
     ("$$\\boxed{2}, \\boxed{3}$$", "The primes are $\\boxed{2, 3}$."),
     ("$x = 1/3$", "The final answer is $\\frac{1}{3}$."),
     ("Since $25<30<36$, we have $5<\\sqrt{30}<6$, so the answer is $\\boxed{12}$.", "#### 12"),
-    ("Final Answer: The final answer is $28 \\%$. I hope it is correct. Note: ... "
-     "Final Answer: The final answer is $28 \\%$.", "\\boxed{28\\%}"),
+    (("Final Answer: The final answer is $28 \\%$. I hope it is correct. Note: ... "
+      "Final Answer: The final answer is $28 \\%$."), "\\boxed{28\\%}"),
     ("-5", "-5"),
 ])
 def test_the_gold_may_be_a_text_holding_the_answer(gold, reply):

@@ -42,8 +42,9 @@ from itertools import pairwise
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _STOP = " \t\r\n$"
 _WINDOW = 300  # the most plain text a statement's value is read from
-_MAX_STATEMENTS = 1000  # a text stating more final answers than this is read from its last ones
+_MAX_STATEMENTS = 200  # a text with more "final answer"/"####" phrases is read from its last ones
 _MAX_ANSWER_TRIES = 200  # "answer" words tried from the end for kind 3
+_MAX_SENTENCES = 100  # sentences looked back through for kind 4
 
 _PERCENT_WORD_TAIL = re.compile(r"\s*(?:percent(?:age)?|pct)\s*$", re.IGNORECASE)
 _NUMBER = re.compile(
@@ -228,9 +229,13 @@ def _scan_spans(text: str) -> list[tuple[int, int, str]]:
             failed[closer] = end
         return j
 
+    line = [-1, -1]  # the line end last found, and where it was searched from: reused on that line
+
     def line_end(i: int) -> int:
-        e = text.find("\n", i)
-        return n if e < 0 else e
+        if not (line[1] <= i <= line[0]):
+            e = text.find("\n", i)
+            line[0], line[1] = (n if e < 0 else e), i
+        return line[0]
 
     i = 0
     while i < n:
@@ -350,17 +355,10 @@ def _run_at(lx: _Lexed, i: int, limit: int) -> tuple[str, int] | None:
 
 
 def _next_item_start(lx: _Lexed, start: int, end: int) -> int | None:
-    text = lx.text
-    j = start
-    while j < end:
-        k = min((p for p in (text.find("\\boxed", j, end), text.find("\\fbox", j, end), text.find("$", j, end),
-                             text.find("\\(", j, end), text.find("\\[", j, end)) if p >= 0), default=-1)
-        if k < 0:
-            return None
-        if k in lx.box_at or k in lx.span_at:
-            return k
-        j = k + 1
-    return None
+    """Where the first box or span starting in ``[start, end)`` starts (bisect on both lists)."""
+    found = [starts[k] for starts in (lx.box_starts, lx.span_starts)
+             if (k := bisect_left(starts, start)) < len(starts) and starts[k] < end]
+    return min(found) if found else None
 
 
 def _skip(text: str, i: int, chars: str = " \t*\"'“”`\\") -> int:
@@ -481,8 +479,15 @@ def _final_statements(lx: _Lexed, cut: int) -> list[Statement]:
     """ "Final answer" statements and ``#### X`` lines, in text order."""
     text, lower = lx.text, lx.text.lower()
     found: list[Statement] = []
-    i = lower.find("final answer")
-    while i >= 0 and len(found) < _MAX_STATEMENTS:
+    phrases: list[int] = []
+    i = lower.rfind("final answer")
+    while i >= 0 and len(phrases) < _MAX_STATEMENTS:
+        phrases.append(i)
+        i = lower.rfind("final answer", 0, i)
+    done = -1  # the end of the last statement read: a phrase inside it is part of it
+    for i in reversed(phrases):
+        if i < done:
+            continue
         j = i + len("final answer")
         j += 1 if lower.startswith("s", j) else 0
         m = _FINAL_AFTER.match(text, j) or _FINAL_LONG.match(text, j)
@@ -497,11 +502,15 @@ def _final_statements(lx: _Lexed, cut: int) -> list[Statement]:
         stated = _value_at(lx, m_end, cut, heading=heading) if m_end >= 0 else None
         if stated is not None:
             found.append(Statement(stated[0], i, stated[1], "final"))
-            i = lower.find("final answer", max(stated[1], j))
-        else:
-            i = lower.find("final answer", j)
-    i = text.find("####")
-    while i >= 0 and len(found) < 2 * _MAX_STATEMENTS:
+            done = stated[1]
+    marks: list[int] = []
+    i = text.rfind("####")
+    while i >= 0 and len(marks) < _MAX_STATEMENTS:
+        while i > 0 and text[i - 1] == "#":
+            i -= 1
+        marks.append(i)
+        i = text.rfind("####", 0, i)
+    for i in reversed(marks):
         j = i + 4
         while text.startswith("#", j):
             j += 1
@@ -520,7 +529,6 @@ def _final_statements(lx: _Lexed, cut: int) -> list[Statement]:
                 value = _plain_value(raw.strip("$").strip())
         if value:
             found.append(Statement(value, i, end, "final"))
-        i = nxt
     found.sort(key=lambda s: s.start)
     return found
 
@@ -531,7 +539,8 @@ def _group_boxes(lx: _Lexed, boxes: list[tuple[int, int, str]]) -> list[tuple[in
     for start, end, content in boxes:
         if groups and _is_connector(lx.text[groups[-1][1]:start], alternatives=False):
             g = groups[-1]
-            groups[-1] = (g[0], end, [*g[2], content])
+            g[2].append(content)
+            groups[-1] = (g[0], end, g[2])
         else:
             groups.append((start, end, [content]))
     return groups
@@ -629,7 +638,7 @@ def _math_items(lx: _Lexed, a: int, b: int) -> list[tuple[int, int]]:
 def _sentence_statement(lx: _Lexed) -> Statement | None:
     """Kind 4: the last sentence holding math, when it reads as a conclusion."""
     end = len(_strip_tail(lx.text))
-    for a, b in reversed(_sentences(lx, end)):
+    for a, b in reversed(_sentences(lx, end)[-_MAX_SENTENCES:]):
         items = _math_items(lx, a, b)
         if not items:
             continue
