@@ -64,6 +64,42 @@ def test_gsm8k_is_graded_by_canonical_answer_without_a_sandbox(tmp_path, capsys)
     assert {(r["n"], r["method"]): r["mean"] for r in out["math"] if r["group"] == "all"}[(4, "majority")] == pytest.approx(2 / 3)
 
 
+HEDGED = "She sells 16 - 3 - 4 = 9 eggs a day at $2 each.\n#### 17 #### 18"
+CUT = ("She sells 16 - 3 - 4 = 9 eggs a day, for 9 * 2 = 18 dollars. Therefore, she makes 18 dollars. "
+       "To double-check for 9 eggs, we can multiply the")  # what a reply cut at max_tokens looks like
+
+
+def _graded_run(tmp_path: Path, name: str, *flags: str) -> list[tuple[str | None, str | None, str, str, str]]:
+    """gsm8k/0 (answer 18) with a hedged reply (stop) and a reply cut off at the token limit:
+    (answer, code, verdict, grading detail, finish_reason) per attempt, sorted."""
+    def script(request: ScriptedRequest) -> ScriptedReply:
+        hedged = request.index % 2 == 0
+        return ScriptedReply(texts=(HEDGED if hedged else CUT,), finish_reason="stop" if hedged else "length")
+
+    with scripted_server_in_thread(script) as server:
+        assert main(["run", "--suite", "gsm8k", "--tasks", "gsm8k/0", "-n", "2", "--samples-per-request", "1",
+                     "--base-url", server.base_url, "--model", "scripted", "--runs-dir", str(tmp_path / name),
+                     *flags]) == 0
+    (run_dir,) = (tmp_path / name).iterdir()
+    with sqlite3.connect(run_dir / "attempts.sqlite") as db:
+        rows = db.execute("SELECT code, verdict, grading, extra FROM attempts").fetchall()
+    out = []
+    for code, verdict, grading, extra in rows:
+        e = json.loads(extra)
+        out.append((e["answer"], code, verdict, json.loads(grading)["detail"], e["finish_reason"]))
+    return sorted(out, key=lambda r: r[4])
+
+
+def test_a_run_fails_hedged_and_cut_off_replies_unless_last_answer_wins(tmp_path):
+    (cut, hedged) = _graded_run(tmp_path, "default")
+    assert cut[:3] == (None, None, "failed") and cut[4] == "length" and "cut off" in cut[3]
+    assert hedged[:3] == (None, None, "failed") and hedged[4] == "stop"
+    assert hedged[3].startswith("hedged: 2 different final answers (17; 18)")
+    (cut, hedged) = _graded_run(tmp_path, "last", "--last-answer-wins")
+    assert cut[:3] == (None, None, "failed")  # the setting never takes a number from a cut-off reply
+    assert hedged[:3] == ("18", "18", "passed") and "equal to the gold answer" in hedged[3]
+
+
 def test_math_revision_turns_ask_to_check_the_work(tmp_path):
     seen: list[ScriptedRequest] = []
 
@@ -122,3 +158,12 @@ def test_self_verification_scores_feed_weighted_vote_and_best_of_n(tmp_path):
     at4 = {r.method: r.mean for r in report.math if r.group == "all" and r.n == 4}
     # "3" once (scored 0.92) against "2" three times (0.08 each): the vote is wrong, the scores are right
     assert at4 == {"pass": 1.0, "majority": 0.0, "weighted": 1.0, "best": 1.0}
+
+
+def test_last_answer_wins_is_a_math_setting_in_the_config_file(tmp_path):
+    from agentloop.config import load_config
+
+    assert load_config(None).math.last_answer_wins is False
+    path = tmp_path / "run.toml"
+    path.write_text("[math]\nlast_answer_wins = true\n")
+    assert load_config(path).math.last_answer_wins is True
