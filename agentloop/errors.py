@@ -41,3 +41,10 @@ class InfraError(Exception):
 
     Never a wrong answer: the attempt is logged with kind `infra_error` and excluded from pass@k.
     """
+
+
+class MathWorkerError(AgentloopError):
+    """The math answer checker's worker processes cannot answer (cannot start, died, or hang).
+
+    Never a wrong verdict in disguise: the pool raises this instead of falling back to strings.
+    """

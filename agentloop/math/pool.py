@@ -1,111 +1,179 @@
-"""A tiny process pool with a hard per-item timeout, for sympy work that may never finish.
+"""The math worker pool: sympy work that may never finish, in processes of our own.
 
-``concurrent.futures`` cannot kill one stuck worker, and SIGALRM only works in the main thread,
-so each worker is a plain process behind a pipe: on timeout the parent kills it, records a
-fallback (None) for that item, and forks a replacement. Workers come from a forkserver that has
-sympy and latex2sympy2 already imported, so a replacement costs milliseconds, not a re-import.
+``CanonPool(workers, cpu_s).map(items)`` returns one result per item: the worker's answer, or None
+when the item used up its limit (``cpu_s`` seconds of CPU time, RLIMIT_AS ``mem_mb``, or the
+wall-clock backstop of ``3 * cpu_s + 5`` seconds), which callers treat as "keep the string".
+
+The workers are a server process started as ``sys.executable -m agentloop.math.worker`` (never
+multiprocessing, which re-imports the user's ``__main__`` in every worker) that forks its runners
+from one pre-imported image and puts the parser's state back before every item, so no result
+depends on what was parsed before (see `agentloop.math.worker`). A pool that cannot answer, because
+the server cannot start, dies, stops answering, or its runners die for reasons that are not the
+item, raises `MathWorkerError` (one line: what failed and how to fix it); it never turns a failure
+it did not measure into None. The next ``map`` starts a fresh server.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import resource
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
 import threading
-import time
-from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentloop.errors import MathWorkerError
+from agentloop.math.worker import ENTRY, Channel
 
 if TYPE_CHECKING:  # the parent never imports sympy
     from agentloop.math._sym import Result
 
-_PRELOAD = ["agentloop.math._sym"]
+START_TIMEOUT_S = 180.0  # importing sympy on a busy machine; only a hang ever waits this long
+_LIMIT_KINDS = ("cpu", "wall", "memory", "crash")
 
 
-def _serve(conn: Connection, mem_mb: int) -> None:
-    """Worker loop: one string in, one result out; any failure (MemoryError too) is None."""
-    if mem_mb > 0:
-        limit = mem_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from agentloop.math._sym import canonical_form
-    while (item := conn.recv()) is not None:
+class _Server:
+    """One ``python -m agentloop.math.worker`` process and its protocol channel."""
+
+    def __init__(self, python: str, workers: int, cpu_s: float, mem_mb: int, fresh: bool, entry: str) -> None:
+        root = Path(__file__).resolve().parents[2]  # the folder holding the agentloop package
+        env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=os.pathsep.join(
+            [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        env.pop("PYTHONINSPECT", None)
+        self.cmd = [python, "-m", "agentloop.math.worker", "--workers", str(workers), "--cpu-s", str(cpu_s),
+                    "--mem-mb", str(mem_mb), "--entry", entry] + (["--fresh"] if fresh else [])
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         try:
-            result = canonical_form(item)
-        except BaseException:  # noqa: BLE001 - a worker must answer whatever happened
-            result = None
-        conn.send(result)
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                         cwd=root, env=env, close_fds=True, start_new_session=True)
+        except OSError as e:
+            self.stderr.close()
+            raise MathWorkerError(
+                f"math workers could not start: `{python} -m agentloop.math.worker` failed: {e}; fix: run agentloop"
+                " with a python that has agentloop, sympy and latex2sympy2 installed (CanonPool(python=...))") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.ch = Channel(self.proc.stdout.fileno(), self.proc.stdin.fileno())
+        self.pid = os.getpid()  # the process that owns this server (a forked child must not use it)
+        msg = self._recv(START_TIMEOUT_S, "start")
+        if msg[0] != "ready":
+            raise self._broken(f"sent {msg[0]!r} instead of 'ready'")
 
+    def _recv(self, timeout: float, doing: str) -> Any:
+        try:
+            msg = self.ch.recv(timeout)
+        except TimeoutError:
+            raise self._broken(f"did not answer within {timeout:.0f} s while it was to {doing}") from None
+        except (EOFError, OSError):
+            raise self._broken(f"died while it was to {doing}") from None
+        if msg[0] == "fatal":
+            raise self._broken(msg[1])
+        return msg
 
-class _Worker:
-    def __init__(self, ctx: mp.context.ForkServerContext | mp.context.SpawnContext, mem_mb: int) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, mem_mb), daemon=True)
-        self.proc.start()
-        child.close()
-        self.item: int | None = None
-        self.deadline = 0.0
+    def _broken(self, what: str) -> MathWorkerError:
+        """Kill the server and describe it in one line: the exit status and its last stderr line."""
+        self.kill()
+        code = self.proc.returncode
+        status = f" (exit code {code})" if code is not None and code >= 0 else f" (signal {-code})" if code else ""
+        last = self._stderr_tail()
+        return MathWorkerError(
+            f"math workers ({' '.join(self.cmd[:3])}){status}: {what}" + (f"; its last words: {last}" if last else "")
+            + "; fix: check that this python imports agentloop.math._sym (sympy, latex2sympy2 1.9.1 with"
+            " antlr4-python3-runtime 4.7.2), that mem_mb is not too low, and that nothing kills its processes")
+
+    def _stderr_tail(self) -> str:
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            size = self.stderr.tell()
+            self.stderr.seek(max(0, size - 4000))
+            lines = [ln.strip() for ln in self.stderr.read().decode(errors="replace").splitlines() if ln.strip()]
+        except (OSError, ValueError):
+            return ""
+        return lines[-1][:300] if lines else ""
+
+    def run(self, items: list[str], progress_s: float, counts: Counter[str]) -> list[Result | None]:
+        try:
+            self.ch.send(("map", items))
+        except OSError:
+            raise self._broken("died before it took the batch") from None
+        results: list[Result | None] = [None] * len(items)
+        while True:
+            msg = self._recv(progress_s, "answer")
+            if msg[0] == "done":
+                return results
+            _, idx, kind, result = msg
+            counts[kind] += 1
+            results[idx] = result if kind in ("ok", "recovered") else None
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.join(5)
-        self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+
+    def close(self) -> None:
+        """Polite stop: closing its stdin ends the server, which kills its runners."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self.kill()
+        self.stderr.close()
 
 
 class CanonPool:
-    """``workers`` processes; ``map`` returns one result per item, None on timeout or crash."""
+    """``workers`` runners; ``map`` returns one result per item, None when an item used up its limit.
 
-    def __init__(self, workers: int = 2, timeout_s: float = 2.0, mem_mb: int = 2048) -> None:
-        self.timeout_s, self.mem_mb, self.size = timeout_s, mem_mb, workers
-        self._ctx: mp.context.ForkServerContext | mp.context.SpawnContext
-        try:
-            self._ctx = mp.get_context("forkserver")
-            self._ctx.set_forkserver_preload(_PRELOAD)
-        except ValueError:  # no forkserver on this platform
-            self._ctx = mp.get_context("spawn")
-        self._workers: list[_Worker] = []
+    ``timeout_s`` is the per-item limit in CPU seconds (so a busy machine does not turn a parse into
+    a fallback); ``python`` is the interpreter that runs the workers (default: ``sys.executable``);
+    ``fresh=True`` retires each runner after one item (a slow reference mode for tests); ``entry``
+    (``module:function``) is what a runner calls on each item.
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: float = 2.0, mem_mb: int = 2048, *,
+                 python: str | None = None, fresh: bool = False, entry: str = ENTRY) -> None:
+        self.size, self.timeout_s, self.mem_mb, self.fresh = max(1, workers), timeout_s, mem_mb, fresh
+        self.entry = entry
+        self.python = python or sys.executable
+        self._server: _Server | None = None
         self._lock = threading.Lock()
-        self.timeouts = 0
+        self.counts: Counter[str] = Counter()  # outcomes: ok, recovered, error, cpu, wall, memory, crash
+
+    @property
+    def timeouts(self) -> int:
+        """Items that used up a limit (CPU, wall backstop, memory) or killed two fresh runners."""
+        return sum(self.counts[k] for k in _LIMIT_KINDS)
 
     def map(self, items: list[str]) -> list[Result | None]:
         """Run every item; a thread-safe, blocking call (wrap in ``anyio.to_thread`` from async)."""
+        items = list(items)
+        if not items:
+            return []
+        if not self.python:
+            raise MathWorkerError("math workers cannot start: sys.executable is empty (an embedded python?); "
+                                  "fix: pass CanonPool(python=...) the path of a python interpreter")
         with self._lock:
-            while len(self._workers) < min(self.size, max(1, len(items))):
-                self._workers.append(_Worker(self._ctx, self.mem_mb))
-            return self._run(items)
-
-    def _run(self, items: list[str]) -> list[Result | None]:
-        results: list[Result | None] = [None] * len(items)
-        todo, done = list(range(len(items) - 1, -1, -1)), 0
-        while done < len(items):
-            for w in self._workers:
-                if w.item is None and todo:
-                    w.item = todo.pop()
-                    w.deadline = time.monotonic() + self.timeout_s
-                    w.conn.send(items[w.item])
-            busy = [(w, w.item) for w in self._workers if w.item is not None]
-            ready = wait([w.conn for w, _ in busy], max(0.0, min(w.deadline for w, _ in busy) - time.monotonic()))
-            for w, item in busy:
-                if w.conn in ready:
-                    results[item], w.item, done = self._receive(w), None, done + 1
-                elif time.monotonic() >= w.deadline:
-                    self._replace(w)
-                    done += 1
-        return results
-
-    def _receive(self, w: _Worker) -> Result | None:
-        try:
-            return w.conn.recv()
-        except (EOFError, OSError):  # the worker died (e.g. the memory limit): start another
-            self._replace(w)
-            return None
-
-    def _replace(self, w: _Worker) -> None:
-        """Kill a stuck or dead worker and put a fresh one in its slot."""
-        self.timeouts += 1
-        w.kill()
-        self._workers[self._workers.index(w)] = _Worker(self._ctx, self.mem_mb)
+            if self._server is not None and self._server.pid != os.getpid():
+                self._server = None  # inherited through fork: the parent process still owns that server
+            if self._server is None:
+                self._server = _Server(self.python, self.size, self.timeout_s, self.mem_mb, self.fresh, self.entry)
+            # every item resolves within the wall backstop; a replacement runner's canary too
+            progress_s = 2 * (3 * self.timeout_s + 5) + 60
+            try:
+                return self._server.run(items, progress_s, self.counts)
+            except BaseException:
+                self._server.close()  # a MathWorkerError, or an interrupt in the middle of a batch
+                self._server = None
+                raise
 
     def close(self) -> None:
         with self._lock:
-            for w in self._workers:
-                w.kill()
-            self._workers.clear()
+            if self._server is not None and self._server.pid == os.getpid():
+                self._server.close()
+            self._server = None
