@@ -611,8 +611,20 @@ def expr_perturbations(item: Item) -> Iterator[tuple[str, str]]:
     if (parts := list_parts(g)) is not None:
         values = [v for p in parts for v in (expand_pm(p) or [p])]
         yield "element_dropped", ", ".join(values[:-1])
+        if "100" not in values:
+            yield "element_added", ", ".join([*values, "100"])
     elif (pm := expand_pm(g)) is not None:
         yield "pm_branch_only", pm[0]
+    if (parts := tuple_parts(g)) is not None:
+        inner = re.fullmatch(r"(\\left)?\s*\((.*?)(\\right)?\s*\)", g)
+        assert inner is not None
+        yield "coordinate_added", f"{inner.group(1) or ''}({', '.join([*parts, '0'])}{inner.group(3) or ''})"
+    if (not any(c in g for c in ",=") and "\\pm" not in g and "\\begin" not in g and len(terms := terms_top(g)) >= 2
+            and terms[-1].lstrip("-").strip() != "0"):  # x^3+3x-6 → x^3+3x+6
+        last = terms[-1]
+        yield "last_term_sign_flipped", join_terms([*terms[:-1], last[1:] if last.startswith("-") else f"-{last}"])
+    if re.fullmatch(r"-?\d+\s*[-+]\s*\d*i", g):  # 6 - 5i → 6 - 5
+        yield "imaginary_unit_dropped", g[:-1].rstrip() if g[-2:-1].isdigit() else g[:-1] + "1"
     if m := re.fullmatch(r"(\d+)\s*\\pi", g):
         yield "pi_dropped", m.group(1)
     if m := re.fullmatch(r"(\d*)\s*\\sqrt\{?(\d+)\}?", g):
