@@ -96,10 +96,11 @@ FORMS: dict[str, Callable[[str], str]] = {
     "llama3": lambda x: f"Final Answer: The final answer is ${x}$. I hope it is correct.",
     "prose": lambda x: f"So the answer is {x}." if _plain(x) == x else f"So the answer is ${x}$.",
     "gsm8k": lambda x: f"#### {x}",
+    "boxes": lambda x: "The solutions are " + ", ".join(f"$\\boxed{{{p}}}$" for p in split_top(x)) + ".",
 }
-MATH_FORMS = [f for f in FORMS if f != "gsm8k"]
-FORCED_FORM = {"prose_unit_word": "prose"}  # "18 eggs" is prose, not math
-GSM_FORMS = list(FORMS)
+MATH_FORMS = [f for f in FORMS if f not in ("gsm8k", "boxes")]
+FORCED_FORM = {"prose_unit_word": "prose", "one_box_per_element": "boxes"}  # "18 eggs" is prose, not math
+GSM_FORMS = [f for f in FORMS if f != "boxes"]
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -474,9 +475,11 @@ def expr_spellings(item: Item) -> Iterator[tuple[str, str]]:
         yield "list_reversed", ", ".join(reversed(values))
         yield "list_and", ", ".join(values[:-1]) + (", and " if len(values) > 2 else " and ") + values[-1]
         yield "list_as_set", "\\{" + ", ".join(values) + "\\}"
+        yield "one_box_per_element", ", ".join(values[1:] + values[:1])
     elif (pm := expand_pm(g)) is not None:
         yield "pm_as_two", ", ".join(pm)
         yield "pm_as_two_reversed", ", ".join(reversed(pm))
+        yield "one_box_per_element", ", ".join(pm)
     parts = tuple_parts(g) or []
     if all(p.startswith("\\frac") or re.fullmatch(r"-?\d+", p) for p in parts) and any("\\frac" in p for p in parts):
         slashed = [re.sub(r"\\frac\{([\\\w]+)\}\{(\w+)\}", r"\1/\2", p) for p in parts]
@@ -732,7 +735,7 @@ def all_cases() -> dict[str, list[Case]]:
     gen: list[Case] = []
     for it in m_items:
         for rule, ans in math_spellings(it):
-            f = MATH_FORMS[k % len(MATH_FORMS)]
+            f = FORCED_FORM.get(rule) or MATH_FORMS[k % len(MATH_FORMS)]
             k += 1
             gen.append(make_case(it, "spelling", rule, f, ans))
     groups["math500_spellings"] = _capped(gen, CAP_SPELLING)
@@ -842,7 +845,7 @@ def test_generators_cover_every_rule_kind() -> None:
         assert len({c.rule for c in groups[name]}) >= 4, name
     for name in ("math500_perturbations", "gsm8k_perturbations"):
         assert all(_squash(c.answer) != _squash(c.gold) for c in groups[name])
-    assert all(c.answer in c.reply for cases in groups.values() for c in cases)
+    assert all(c.answer in c.reply for cases in groups.values() for c in cases if c.form != "boxes")
 
 
 # --- named special cases --------------------------------------------------------------------------
@@ -923,6 +926,19 @@ def test_hedged_final_answers_last_answer_wins() -> None:
 def test_several_boxes_are_one_collection(boxes: str, gold: str, passed: bool) -> None:
     text = f"The roots of $(x-1)(x-2)(x-3)=0$ are {boxes}."
     assert grade_answer(text, gold).passed is passed
+
+
+@pytest.mark.parametrize("reply, gold, passed", [
+    ("The final answer is $x \\geq 5$.", "x \\ge 5", True),
+    ("The final answer is $5 \\leq x$.", "x \\geq 5", True),
+    ("The final answer is $x > 5$.", "x \\geq 5", False),
+    ("The final answer is $x \\leq 5$.", "x \\geq 5", False),
+    ("The final answer is $\\frac{1}{\\cos x}$.", "\\sec x", True),
+    ("The final answer is $\\frac{1}{\\sin x}$.", "\\sec x", False),
+])
+def test_relations_and_trig_identities(reply: str, gold: str, passed: bool) -> None:
+    """Relations compare as relations (``x \\geq 5`` is ``5 \\leq x``, not ``x > 5``); identities hold."""
+    assert grade_answer(reply, gold).passed is passed
 
 
 CORRECTED = ("We get $x + 5 = 17$, so $\\boxed{12}$.\n\nWait, I misread: the equation is $x + 5 = 19$, so "
