@@ -16,7 +16,8 @@ states an answer):
 3. ``answer``: "the answer is X", "Answer: X", ``Answer \\[ X \\]`` (the last one).
 4. ``sentence``: the last sentence that holds math, when it reads as a conclusion ("Therefore
    $x \\geq 5$ is the solution.", "So the answer is 34.", "Thus the probability is 2/3.").
-5. ``bare``: a short reply that is only an answer ("$[0,1)$", "7,425,000", "28 percent").
+5. ``bare_math`` / ``bare``: a short reply that is only an answer, in math delimiters
+   ("$[0,1)$", "$1$ and $2$") or not ("7,425,000", "28 percent").
 
 A reply cut off by the token limit (``finish_reason="length"``) gets kinds 1-3 only, and a plain
 value that runs into the cut is not taken: a half-written sentence such as "...for 20 chickens,
@@ -54,6 +55,7 @@ _PLAIN_EXPR = re.compile(
     r"[-+−]?\s?(?:\\?\$|[€£¥₹])?\s?(?:\d{1,3}(?:(?:,|\\!|\{,\}| )\d{3})+(?![\d])|\d+)?(?:[.,]\d+)?"
     r"(?:\s?[-+*/×÷^:]\s?\(?\s?[-+]?\d+(?:[.,]\d+)?\)?)*(?:\s?(?:\\%|%|percent(?:age)?\b|pct\b))?",
     re.IGNORECASE)
+_PLAIN_LIST = re.compile(r"[-+−]?\d+(?:\.\d+)?(?:\s*(?:,|;|,?\s+and\s)\s*[-+−]?\d+(?:\.\d+)?(?![\d,]\d))+")
 _FILLERS = ("approximately", "about", "around", "roughly", "exactly", "equal to", "equals", "simply", "just",
             "only", "now", "then", "therefore", "thus", "indeed", "\\approx", "≈", "~")
 _ANCHORS = re.compile(r"(?:\b(?:is|are|was|were|equals|be|becomes|gives|get|obtain|find|it's|that's|to)\b|=|:)",
@@ -110,7 +112,7 @@ class Extraction:
 
 # --- lexing -----------------------------------------------------------------------------------
 
-def _undouble(text: str) -> str:
+def undouble(text: str) -> str:
     """Text escaped twice (``\\\\frac``, ``\\\\boxed``) read once: every ``\\\\`` becomes ``\\``.
 
     Applied only when a run of exactly two backslashes precedes a known command name, which in
@@ -412,6 +414,8 @@ def _plain_value(s: str) -> str | None:
         value = m.group(0).strip() if m else ""
         rest = s[m.end():] if m else s
         if value and any(ch.isdigit() for ch in value):
+            if (listed := _PLAIN_LIST.match(s)) is not None and listed.end() > m.end():  # "1, -2", "3, 5 and 7"
+                return listed.group(0).strip()
             if not rest.strip() or not re.match(r"\s*[A-Za-z(\\{^_]", rest) or re.match(r"\s*[A-Za-z]{2,}", rest):
                 return _with_percent(value.rstrip(".,:").strip())
             if len(s) <= 40:  # "2x + 3", "3\sqrt{2}": math, not a number with a unit
@@ -683,16 +687,15 @@ def _bare_statement(lx: _Lexed) -> Statement | None:
     if start in lx.box_at or start in lx.span_at:
         run = _run_at(lx, start, start + len(body))
         if run is not None and not text[run[1]:start + len(body)].strip(" .$"):
-            return Statement(run[0], start, run[1], "bare")
+            return Statement(run[0], start, run[1], "bare_math")
     if "\n" in body or len(body) > 80 or "\\boxed" in body or "\\fbox" in body:  # a broken box states nothing
         return None
     words = len(re.findall(r"(?<!\\)\b[A-Za-z]{2,}", body))
     if (words <= 2 and (any(ch.isdigit() for ch in body) or "\\" in body)) or len(body.split()) <= 2:
         value = body.strip()
-        if value.count("$") == 1:
-            value = value.replace("$", "").strip()
-        elif value.startswith("$") and value.endswith("$") and value.count("$") == 2:
-            value = value[1:-1].strip()
+        dollars = len(re.findall(r"(?<!\\)\$", value))  # a `\$` is a dollar sign, kept
+        if dollars == 1:  # "$1,000.99", "0.3333$": a currency sign or a stray delimiter
+            value = re.sub(r"(?<!\\)\$", "", value).strip()
         return Statement(_with_percent(value), start, start + len(body), "bare") if value else None
     return None
 
@@ -703,7 +706,7 @@ def extract(text: str, *, finish_reason: str | None = "stop") -> Extraction:
     ``finish_reason="length"`` (the reply was cut off at the token limit): only kinds 1-3, and
     no plain value that runs into the cut.
     """
-    text = _undouble(text)
+    text = undouble(text)
     if (k := text.rfind("</think>")) >= 0 and text[k + 8:].strip():
         after = extract(text[k + 8:], finish_reason=finish_reason)
         if after.statements:
@@ -728,7 +731,7 @@ def extract(text: str, *, finish_reason: str | None = "stop") -> Extraction:
     if (st := _sentence_statement(lx)) is not None:
         return Extraction((st,), "sentence")
     if (st := _bare_statement(lx)) is not None:
-        return Extraction((st,), "bare")
+        return Extraction((st,), st.kind)
     return Extraction()
 
 

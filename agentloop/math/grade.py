@@ -6,7 +6,7 @@ the extracted ``answer`` and a one-line ``detail``. The rules:
 
 - The gold may be a bare answer (``\\frac{1}{2}``) or a text holding one (``$\\boxed{1/2}$``, a
   worked solution, ``$$\\boxed{2}, \\boxed{3}$$``): its last stated answer is used, else the
-  whole gold string.
+  whole gold string (see `gold_answer`).
 - No credit for hedging: a reply that states more than one final answer, not all equal to each
   other, is failed ("hedged: …"), unless the gold is itself a collection of that many items
   (``\\boxed{1}``, then later ``\\boxed{2}``, for the gold ``\\{1, 2\\}`` is one answer). Equal
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentloop.math.canonical import answers_equal
-from agentloop.math.extract import Extraction, extract
+from agentloop.math.extract import Extraction, extract, undouble
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +35,16 @@ class AnswerVerdict:
     detail: str
 
 
+GOLD_KINDS = ("final", "box", "answer", "bare_math")
+
+
 def gold_answer(gold: str) -> str:
-    """The answer in a gold string: its last stated final answer when it holds one, else itself."""
-    return extract(gold).answer or gold.strip()
+    """The answer in a gold string: its last stated final answer when it states one ("final
+    answer", a box, "the answer is", or only math delimiters around it: ``$x = 1/3$``), else the
+    whole string. Golds are never read for a concluding sentence or a number in prose: a bare
+    gold such as ``5x - 7y + 11z + 4 = 0`` or ``\\$32,\\!348`` is the answer itself."""
+    ex = extract(gold)
+    return ex.answer if ex.answer is not None and ex.kind in GOLD_KINDS else undouble(gold).strip()
 
 
 def _equal(a: str, b: str, options: dict[str, Any]) -> bool:
