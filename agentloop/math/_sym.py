@@ -66,8 +66,12 @@ def _simplify(expr: sympy.Basic) -> sympy.Basic:
     if _E in expr.free_symbols or expr.has(sympy.Symbol("\\mathrm{e}")):
         expr = expr.subs({_E: sympy.E, sympy.Symbol("\\mathrm{e}"): sympy.E})
     expr = _trig(expr)
+    if not expr.free_symbols:
+        expr = expr.doit()  # 2^{100}+1 written unevaluated: exact, before any float is taken
     if expr.is_Rational:
         return expr
+    if not expr.free_symbols and _value(expr) is not None:
+        return expr  # a real number: compared by value (12 significant digits), no need to simplify
     if expr.free_symbols and expr.is_polynomial() and not expr.has(sympy.Float):
         return sympy.expand(expr)  # (x+1)^2 and x^2+2x+1; expanding is far cheaper than simplify
     expr = sympy.simplify(expr)

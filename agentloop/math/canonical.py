@@ -230,6 +230,27 @@ def _ineq_form(sides: list[str], ops: list[str], whole: str) -> Form | None:
     return None
 
 
+def _abs_label(f: Form) -> Form:
+    """``1 \\le |z| \\le 3/2`` is about z: ``[-3/2, -1] U [1, 3/2]`` (number bounds only)."""
+    m = re.fullmatch(r"\|([a-zA-Z])\|", f.label or "")
+    g = outer_group(f.value)
+    if not m:
+        return f
+    if g is None or len(parts := split_top(g[1], ",")) != 2:
+        return Form(f.whole, "rel", whole=f.whole)
+    if parts[0] == "-\\infty" and (c := parse_number(parts[1])) is not None and c > 0:  # |x| < c
+        return Form(g[2].replace(")", "(").replace("]", "[") + f"-{parts[1]},{parts[1]}{g[2]}", f.kind, m.group(1),
+                    f.from_ineq, f.whole)
+    lo, hi = parse_number(parts[0]), parse_number(parts[1]) if parts[1] != "\\infty" else None
+    if lo is None or lo < 0 or (hi is None and parts[1] != "\\infty"):
+        return Form(f.whole, "rel", whole=f.whole)
+    neg = g[2].replace(")", "(").replace("]", "[") + ("-\\infty" if hi is None else f"-{parts[1]}") + \
+        f",-{parts[0]}" + g[0].replace("(", ")").replace("[", "]")
+    mirror = g[2].replace(")", "(").replace("]", "[")
+    value = f"{mirror}-{parts[1]},{parts[1]}{g[2]}" if lo == 0 and g[0] == "[" else f"{neg}\\cup{f.value}"
+    return Form(value, f.kind, m.group(1), f.from_ineq, f.whole)
+
+
 def analyze(n: str) -> Form:
     """Split a normalized answer into its label and its value (see `Form`)."""
     if not _REL_OPS.search(n):
@@ -270,7 +291,7 @@ def analyze(n: str) -> Form:
     if ops == ["\\in"] and is_label(sides[0]):
         return Form(sides[1], "label", sides[0], whole=n)
     if (f := _ineq_form(sides, ops, n)) is not None:
-        return f
+        return _abs_label(f)
     return Form(n, "rel", whole=n)
 
 
