@@ -408,11 +408,9 @@ def _plain_value(s: str) -> str | None:
     s = s.rstrip(".,;:").strip().strip("*").strip()
     if not s:
         return None
-    if s[0].isdigit() or (s[0] in "-+−.$\\€£¥₹" and len(s) > 1 and _PLAIN_EXPR.match(s) and
-                          any(ch.isdigit() for ch in _PLAIN_EXPR.match(s).group(0))):  # type: ignore[union-attr]
-        m = _PLAIN_EXPR.match(s)
-        value = m.group(0).strip() if m else ""
-        rest = s[m.end():] if m else s
+    m = _PLAIN_EXPR.match(s)
+    if m is not None and (s[0].isdigit() or s[0] in "-+−.$\\€£¥₹"):
+        value, rest = m.group(0).strip(), s[m.end():]
         if value and any(ch.isdigit() for ch in value):
             if (listed := _PLAIN_LIST.match(s)) is not None and listed.end() > m.end():  # "1, -2", "3, 5 and 7"
                 return listed.group(0).strip()
