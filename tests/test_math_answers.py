@@ -1,40 +1,49 @@
 """Model-style answer suite: real MATH-500 and GSM8K gold answers, written the ways models write them.
 
-Every case is a whole model reply graded by ``grade_answer(reply, gold)`` against the real gold:
+Every case is a whole model reply graded by ``grade_answer(reply, gold, ...)`` against the real gold:
 
-* **rewrites** (must pass). Each gold *as written* in the reply formats models use ("The final
-  answer is \\( X \\).", "The final answer is" with ``\\[ X \\]`` on the lines after, ``$$ X $$``,
+* **forms** (must pass). Each gold *as written* in the reply formats models use ("The final answer
+  is \\( X \\).", "The final answer is" with ``\\[ X \\]`` on the lines after, ``$$ X $$``,
   ``$ X $``, ``\\boxed{X}``, Llama 3's "Final Answer: The final answer is $X$. I hope it is
-  correct.", prose "So the answer is X.", GSM8K's ``#### X``), after a real reasoning preamble (the
-  dataset's own solution, cut before its final answer, boxes unwrapped; GSM8K's without the
-  ``<<…>>`` calculator notes). Plus *equivalent spellings* of each gold generated from its
-  structure (``\\dfrac``, shorthand ``\\frac43``, ``a/b``, exact decimals of fractions and fractions
-  of decimals, mixed numbers, ``\\left( \\right)``, ``x =`` labels, ``\\text``/``\\mbox``/
+  correct.", Llama 3.1's "Therefore, the final answer is: $\\boxed{X}$. I hope it is correct.",
+  "**Final Answer**" over ``\\[\\boxed{X}\\]``, prose "So the answer is X.", MetaMath's "The answer
+  is: X", GSM8K's ``#### X``), after a real reasoning preamble (the dataset's own solution, cut
+  before its final answer, boxes unwrapped; GSM8K's without the ``<<…>>`` calculator notes).
+* **spellings** (must pass): equivalent rewrites generated from each gold's structure (``\\dfrac``,
+  shorthand ``\\frac43``, ``a/b``, exact decimals of fractions and fractions of decimals, mixed
+  numbers, ``\\left( \\right)``, ``x =`` / ``x \\in`` / ``(x, y) =`` labels, ``\\text``/``\\mbox``/
   ``\\textnormal`` units taken from the question, ``\\$``, ``\\%``, degrees, thousands separators
-  ``,`` ``,\\!`` ``{,}`` ``\\,`` and spaces, reordered sets and "and"-lists, ``\\pm`` as two
-  elements, reordered sums, swapped equation sides, ``bmatrix``, …), each in one reply format
-  (rotating).
+  ``,`` ``,\\!`` ``{,}`` ``\\,`` and spaces, scientific notation, reordered sets and "and"-lists,
+  one box per element, ``\\pm`` as two elements, reordered sums, rearranged equations, ``bmatrix``,
+  …), each in one reply format (rotating).
 * **perturbations** (must fail: no false positives). Integers ±1 (big ones too, in the gold's own
-  thousands style), sign flips, a changed digit, reciprocal fractions, swapped ordered-tuple
-  elements, open/closed interval ends, a dropped set element or ``\\pm`` branch, another base
-  subscript, another variable power, a dropped ``\\pi`` or square root, another word or choice.
+  thousands style), ×10, sign flips, a changed or dropped digit, reciprocal fractions, swapped
+  ordered-tuple elements, an added coordinate, open/closed interval ends, a dropped or added set
+  element or ``\\pm`` branch, another base subscript, another variable power or name, a flipped last
+  term, a dropped ``i``, ``\\pi`` or square root, another word or choice, a rounded scientific form.
   A rule only applies where its construction guarantees a different answer (e.g. no sign flip of
   0, no swap of equal elements, no base change of a one-digit numeral); never by looking at a
-  verdict.
-* named special cases: a reply cut off at ``max_tokens``, hedged ``####`` answers, several boxes
-  for a set, a box corrected by a later final-answer sentence, a reply without an answer.
+  verdict. Each perturbation is graded in 2 reply formats.
+* **cutoffs** (``finish_reason="length"``): the reasoning cut before any final statement (only
+  where the reasoning states no result, though it usually computes the gold) must fail; a reply cut
+  in a check *after* its final statement must pass.
+* **hedges** (GSM8K): ``#### n±1`` then ``#### n`` fails by default and passes with
+  ``last_answer_wins=True``; the same answer stated twice (box, then ``####``) passes.
+* named special cases below (the SmolLM2 reply cut at ``max_tokens``, hedged ``####`` answers,
+  several boxes for a set, a box corrected by a later final-answer sentence, no answer, relations).
 
-Size (all deterministic, no randomness): each MATH-500 gold in all 7 formats (3500 replies), each
-GSM8K gold in 4 of the 8 formats, rotating (5276 replies, every format ~660 times); spellings at most
-``CAP_SPELLING`` cases per rule and perturbations at most ``CAP_PERTURBATION`` cases per rule (each
-perturbation in 2 formats), golds spread evenly over the dataset; about 12,900 graded replies in all
-(CPU: ~18 s in this process, mostly extraction, plus ~5 s of sympy in the pool workers). ``python
-tests/test_math_answers.py`` prints the exact counts per rule and lists every wrong verdict grouped by
-cause (extraction, gold-side grading, comparison).
+Size (deterministic, no randomness): each gold in ``FORMS_PER_GOLD`` reply formats, rotating
+(2500 MATH-500 + 6595 GSM8K replies; every format ~250 / ~600 times); spellings at most
+``CAP_SPELLING`` cases per rule, perturbations at most ``CAP_PERTURBATION`` cases per rule, golds
+spread evenly over the dataset; cutoffs for every 2nd MATH-500 / 4th GSM8K gold, hedges for every 8th
+GSM8K gold: about 15,000 graded replies in all (CPU: ~15 s in this process, mostly extraction, plus
+~5 s of sympy in the pool workers). ``python tests/test_math_answers.py`` prints the exact counts
+per rule and lists every wrong verdict grouped by cause (extraction, gold-side grading, comparison).
 
 Rewrites that a grader may reasonably reject are left out on purpose: an interval written as an
 inequality (``(2,\\infty)`` as ``x > 2``), a base-``b`` answer written in decimal, a factored answer
-expanded, radians for an answer in degrees, ``0.25`` for a gold ``25`` percent.
+expanded, radians for an answer in degrees, ``0.25`` for a gold ``25`` percent, a vector as a tuple,
+decimal commas, rounded decimals of non-terminating fractions, a changed unit.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ from agentloop.math.grade import grade_answer
 DATA = Path(os.environ.get("AGENTLOOP_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 MATH500, GSM8K = DATA / "math500.jsonl", DATA / "gsm8k-test.jsonl"
 
+FORMS_PER_GOLD = 5      # reply formats per gold (of 10 MATH-500 / 11 GSM8K), rotating
 CAP_SPELLING = 40       # cases per spelling rule per dataset
 CAP_PERTURBATION = 260   # cases per perturbation rule per dataset
 
@@ -68,7 +78,7 @@ CAP_PERTURBATION = 260   # cases per perturbation rule per dataset
 
 def _plain(x: str) -> str | None:
     """``x`` as prose text when it needs no math mode (``34``, ``3, 5, 7``, ``\\text{Evelyn}``)."""
-    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", x).strip()
+    s = re.sub(r"\s*\\(?:text|mbox|textnormal)\{\s*([^{}]*)\}", r" \1", x).strip()
     return s if re.fullmatch(r"[-\w.,() ]+", s) else None
 
 
@@ -82,7 +92,7 @@ def written(form: str, x: str) -> str:
     """The answer ``x`` as it appears in a reply of ``form`` (prose and ``####`` lines are plain text)."""
     if form == "gsm8k":
         return _textify(x)
-    if form == "prose":
+    if form in ("prose", "answer_colon"):
         return _plain(x) or x
     return x
 
@@ -95,6 +105,9 @@ FORMS: dict[str, Callable[[str], str]] = {
     "boxed": lambda x: f"So the answer is $\\boxed{{{x}}}$.",
     "llama3": lambda x: f"Final Answer: The final answer is ${x}$. I hope it is correct.",
     "prose": lambda x: f"So the answer is {x}." if _plain(x) == x else f"So the answer is ${x}$.",
+    "bold_final": lambda x: f"**Final Answer**\n\\[\n\\boxed{{{x}}}\n\\]",
+    "llama31": lambda x: f"Therefore, the final answer is: $\\boxed{{{x}}}$. I hope it is correct.",
+    "answer_colon": lambda x: f"The answer is: {x}" if _plain(x) == x else f"The answer is: ${x}$",
     "gsm8k": lambda x: f"#### {x}",
     "boxes": lambda x: "The solutions are " + ", ".join(f"$\\boxed{{{p}}}$" for p in split_top(x)) + ".",
 }
@@ -689,23 +702,68 @@ def gsm_perturbations(item: Item, index: int) -> Iterator[tuple[str, str]]:
 @dataclass(frozen=True)
 class Case:
     source: str
-    kind: str        # "form", "spelling", "perturbation"
+    kind: str        # form, spelling, perturbation, cutoff, hedge
     rule: str
     form: str
-    answer: str      # the answer as written into the reply
+    answer: str      # the answer as written into the reply's final statement ("" when it states none)
     gold: str
     reply: str
+    expect: bool = True              # whether grade_answer must pass it
+    finish_reason: str = "stop"
+    last_answer_wins: bool = False
 
     def describe(self) -> str:
         return f"{self.source} {self.rule}/{self.form}: {self.answer!r} vs gold {self.gold!r}"
 
 
-def make_case(item: Item, kind: str, rule: str, form: str, answer: str) -> Case:
+def make_case(item: Item, kind: str, rule: str, form: str, answer: str, expect: bool = True) -> Case:
     """A reply of ``form`` stating ``answer`` after the item's reasoning."""
     if form == "gsm8k" and "\\" in _textify(answer):  # `#### 7 \times 10^{4}` is not how anyone writes it
         form = "boxed"
     shown = written(form, answer)
-    return Case(item.source, kind, rule, form, shown, item.gold, f"{item.preamble}\n\n{FORMS[form](shown)}")
+    return Case(item.source, kind, rule, form, shown, item.gold, f"{item.preamble}\n\n{FORMS[form](shown)}", expect)
+
+
+CUT = ["\n\nTo double-check, let's", "\n\nWait, let me re-examine the", " Let me verify this by computing the"]
+
+
+def cutoff_cases(items: list[Item], forms: list[str], step: int) -> list[Case]:
+    """Replies stopped by max_tokens (finish_reason="length"), every ``step``-th item.
+
+    ``unstated``: the reasoning (which usually computes the gold: GSM8K's last line ends "= 18") is cut
+    before any final statement, so there is no answer (must fail, the SmolLM2 case). ``stated``: the
+    final statement is made, then the cut comes in a check after it (must pass).
+    """
+    out = []
+    for i, it in enumerate(items[::step]):
+        cut = CUT[i % len(CUT)]
+        if not re.search(r"answer|conclu|\\boxed|####", it.preamble, re.I):  # reasoning that states no result
+            out.append(Case(it.source, "cutoff", "unstated", "-", "", it.gold, it.preamble + cut, False, "length"))
+        f = forms[i % len(forms)]
+        c = make_case(it, "cutoff", "stated", f, it.gold)
+        out.append(Case(c.source, c.kind, c.rule, c.form, c.answer, c.gold, c.reply + cut, True, "length"))
+    return out
+
+
+def hedge_cases(items: list[Item], step: int) -> list[Case]:
+    """GSM8K replies with two final answers (``#### n±1`` then ``#### n``), every ``step``-th item:
+    a hedge fails by default, passes with last_answer_wins; the same answer stated twice passes."""
+    out = []
+    for i, it in enumerate(items[::step]):
+        n = int(it.gold)
+        wrong = str(n + 1 if i % 2 else n - 1)
+        hedge = f"{it.preamble}\n#### {wrong}\nHmm, let me recount.\n#### {n}"
+        out.append(Case(it.source, "hedge", "hedged", "gsm8k", str(n), it.gold, hedge, False))
+        out.append(Case(it.source, "hedge", "hedged_last_answer_wins", "gsm8k", str(n), it.gold, hedge, True,
+                        last_answer_wins=True))
+        twice = f"{it.preamble}\nSo the answer is $\\boxed{{{n}}}$.\n\n#### {n}"
+        out.append(Case(it.source, "hedge", "stated_twice", "gsm8k", str(n), it.gold, twice, True))
+    return out
+
+
+def rotation(forms: list[str], i: int, n: int) -> list[str]:
+    """``n`` of ``forms`` for the ``i``-th gold, rotating so that every form gets its share."""
+    return [forms[(i + j) % len(forms)] for j in range(n)]
 
 
 def spread(cases: list[Case], cap: int) -> list[Case]:
@@ -728,9 +786,9 @@ def all_cases() -> dict[str, list[Case]]:
     groups: dict[str, list[Case]] = {}
     m_items, g_items = math_items(), gsm_items()
     groups["math500_forms"] = [make_case(it, "form", "as_written", f, it.gold)
-                               for it in m_items for f in MATH_FORMS]
-    groups["gsm8k_forms"] = [make_case(it, "form", "as_written", GSM_FORMS[(i + j) % len(GSM_FORMS)], it.gold)
-                             for i, it in enumerate(g_items) for j in range(0, len(GSM_FORMS), 2)]
+                               for i, it in enumerate(m_items) for f in rotation(MATH_FORMS, i, FORMS_PER_GOLD)]
+    groups["gsm8k_forms"] = [make_case(it, "form", "as_written", f, it.gold)
+                             for i, it in enumerate(g_items) for f in rotation(GSM_FORMS, i, FORMS_PER_GOLD)]
     k = 0
     gen: list[Case] = []
     for it in m_items:
@@ -750,16 +808,19 @@ def all_cases() -> dict[str, list[Case]]:
     for it in m_items:
         for rule, ans in math_perturbations(it):
             for f in (MATH_FORMS[k % len(MATH_FORMS)], MATH_FORMS[(k + 3) % len(MATH_FORMS)]):
-                gen.append(make_case(it, "perturbation", rule, f, ans))
+                gen.append(make_case(it, "perturbation", rule, f, ans, expect=False))
             k += 1
     groups["math500_perturbations"] = _capped(gen, CAP_PERTURBATION)
     gen = []
     for i, it in enumerate(g_items):
         for rule, ans in gsm_perturbations(it, i):
             for f in (GSM_FORMS[k % len(GSM_FORMS)], GSM_FORMS[(k + 3) % len(GSM_FORMS)]):
-                gen.append(make_case(it, "perturbation", rule, f, ans))
+                gen.append(make_case(it, "perturbation", rule, f, ans, expect=False))
             k += 1
     groups["gsm8k_perturbations"] = _capped(gen, CAP_PERTURBATION)
+    groups["math500_cutoffs"] = cutoff_cases(m_items, MATH_FORMS, 2)
+    groups["gsm8k_cutoffs"] = cutoff_cases(g_items, GSM_FORMS, 4)
+    groups["gsm8k_hedges"] = hedge_cases(g_items, 8)
     return groups
 
 
@@ -779,6 +840,8 @@ def _squash(s: str) -> str:
 
 def cause(case: Case, answer: str | None, detail: str) -> tuple[str, str]:
     """Which part of the checker a wrong verdict comes from, and a note on it."""
+    if case.kind in ("cutoff", "hedge") and not case.expect:
+        return f"extraction: took an answer where there is none ({case.kind})", detail
     if answer is None:
         return "extraction: no answer found in the reply", detail
     if _squash(answer) != _squash(case.answer):
@@ -787,7 +850,7 @@ def cause(case: Case, answer: str | None, detail: str) -> tuple[str, str]:
         equal = answers_equal(answer, case.gold)
     except Exception as e:  # noqa: BLE001 - only a diagnosis
         return "comparison: answers_equal raises", f"{type(e).__name__}: {e}"
-    if equal == (case.kind != "perturbation"):
+    if equal == case.expect:
         read = getattr(grade_module, "gold_answer", lambda g: "?")(case.gold)
         return ("grading: answers_equal(answer, gold) is right, grade_answer is not (gold-side extraction?)",
                 f"{detail}; gold read as {read!r}")
@@ -798,15 +861,14 @@ def run_group(name: str) -> tuple[list[Case], list[tuple[Case, str, str | None, 
     """Grade a group; the wrong verdicts as (case, cause, extracted answer, detail)."""
     _warm()
     cases = all_cases()[name]
-    expect = not name.endswith("perturbations")
     wrong = []
     for c in cases:
         try:
-            v = grade_answer(c.reply, c.gold)
+            v = grade_answer(c.reply, c.gold, finish_reason=c.finish_reason, last_answer_wins=c.last_answer_wins)
         except Exception as e:  # noqa: BLE001 - a crash is a wrong verdict, reported with the rest
             wrong.append((c, f"crash: {type(e).__name__}", None, str(e)[:200]))
             continue
-        if v.passed != expect:
+        if v.passed != c.expect:
             why, note = cause(c, v.answer, v.detail)
             wrong.append((c, why, v.answer, note))
     return cases, wrong
@@ -821,8 +883,8 @@ def _report(name: str, wrong: list, total: int, limit: int = 40) -> str:
     return "\n".join(lines)
 
 
-GROUPS = ["math500_forms", "math500_spellings", "math500_perturbations",
-          "gsm8k_forms", "gsm8k_spellings", "gsm8k_perturbations"]
+GROUPS = ["math500_forms", "math500_spellings", "math500_perturbations", "math500_cutoffs",
+          "gsm8k_forms", "gsm8k_spellings", "gsm8k_perturbations", "gsm8k_cutoffs", "gsm8k_hedges"]
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -838,9 +900,12 @@ def test_generators_cover_every_rule_kind() -> None:
     """The suite itself: each group is non-trivial and every perturbation differs from its gold text."""
     _need_data()
     groups = all_cases()
-    assert len(groups["math500_forms"]) == 500 * len(MATH_FORMS)
-    assert len(groups["gsm8k_forms"]) == 1319 * len(GSM_FORMS) // 2
-    assert all(sum(c.form == f for c in groups["gsm8k_forms"]) >= 650 for f in GSM_FORMS)
+    assert len(groups["math500_forms"]) == 500 * FORMS_PER_GOLD
+    assert len(groups["gsm8k_forms"]) == 1319 * FORMS_PER_GOLD
+    assert all(sum(c.form == f for c in groups["math500_forms"]) == 250 for f in MATH_FORMS)
+    assert all(sum(c.form == f for c in groups["gsm8k_forms"]) >= 590 for f in GSM_FORMS)
+    assert {c.rule for c in groups["math500_cutoffs"] + groups["gsm8k_cutoffs"]} == {"stated", "unstated"}
+    assert all(not c.expect for name in GROUPS if name.endswith("perturbations") for c in groups[name])
     for name in ("math500_spellings", "gsm8k_spellings", "math500_perturbations", "gsm8k_perturbations"):
         assert len({c.rule for c in groups[name]}) >= 4, name
     for name in ("math500_perturbations", "gsm8k_perturbations"):
