@@ -237,20 +237,20 @@ def worker_grade(side: str, pairs_file: str, profile: bool) -> dict[str, Any]:
 
 
 def _profile_split(stats: dict[Any, Any], import_s: float) -> list[tuple[str, float]]:
-    """Where the grading process's time went, from cProfile's table: cumulative times of the
-    multiprocessing calls that start pool processes and wait on them, self time of our modules."""
+    """Where the grading process's time went, from cProfile's table: cumulative time of each
+    function of agentloop's pool module (starting the workers, waiting on them), of the
+    multiprocessing calls that start processes and wait on them (if the pool uses multiprocessing),
+    and the self time of each agentloop/math module."""
     cum: dict[str, float] = {}
     own: dict[str, float] = {}
-    for (file, _, func), (_, ncalls, tottime, cumtime, _) in stats.items():
-        if file.endswith("multiprocessing/process.py") and func == "start":
-            cum[f"starting pool processes: {ncalls} started (the first pays the forkserver and its preload imports;"
-                " more than the pool size means replacements after timeouts or crashes)"] = cumtime
+    for (file, line, func), (_, ncalls, tottime, cumtime, _) in stats.items():
+        if file.endswith("agentloop/math/pool.py") and cumtime >= 0.01:
+            cum[f"pool.py:{line} {func}, cumulative ({ncalls} calls)"] = cumtime
+        elif file.endswith("multiprocessing/process.py") and func == "start":
+            cum[f"multiprocessing Process.start, cumulative ({ncalls} processes started)"] = cumtime
         elif file.endswith("multiprocessing/connection.py") and func == "wait":
-            cum["waiting for pool workers' results (connection.wait: sympy work, timeouts)"] = cumtime
-        elif file.endswith("multiprocessing/connection.py") and func in ("send", "recv"):
-            key = "pipe send/recv to workers (pickling, syscalls)"
-            cum[key] = cum.get(key, 0.0) + cumtime
-        elif "agentloop/math/" in file:
+            cum[f"multiprocessing connection.wait, cumulative ({ncalls} calls)"] = cumtime
+        if "agentloop/math/" in file:
             key = "self time in agentloop/math/" + file.split("agentloop/math/")[-1]
             own[key] = own.get(key, 0.0) + tottime
     rows = [("importing the checker (agentloop.math.grade, hence the agentloop package)", import_s)]
@@ -259,18 +259,14 @@ def _profile_split(stats: dict[Any, Any], import_s: float) -> list[tuple[str, fl
 
 
 def worker_import_breakdown() -> dict[str, Any]:
-    """What a pool's forkserver imports before the first worker exists, each in a fresh interpreter."""
-    try:
-        from agentloop.math import pool
-        preload = list(getattr(pool, "_PRELOAD", ["agentloop.math._sym"]))
-    except Exception:  # noqa: BLE001
-        preload = ["agentloop.math._sym"]
+    """Import times in fresh interpreters: what the math worker processes load before they answer."""
     out = {}
-    for mods in (["sympy"], ["sympy", "latex2sympy2"], ["agentloop"], preload):
+    for mods in (["sympy"], ["sympy", "latex2sympy2"], ["agentloop"], ["agentloop.math.grade"],
+                 ["agentloop.math._sym"], ["agentloop.math.worker"]):
         code = ("import time; t = time.perf_counter(); " + "; ".join(f"import {m}" for m in mods)
                 + "; print(time.perf_counter() - t)")
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-        out[" + ".join(mods)] = float(r.stdout.strip()) if r.returncode == 0 else None
+        out[" + ".join(mods)] = float(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
     return out
 
 
@@ -603,7 +599,7 @@ def profile(name: str, pairs: list[dict[str, Any]], tmp: Path) -> None:
     r = run_worker(sys.executable, ["agentloop", str(f), "--profile"], ours=True)
     print(f"profile {name}: agentloop on {len(pairs)} pairs, in the grading process (pool workers run elsewhere);"
           f" under cProfile: import {r['import_s']:.2f} s + first pass {r['first_s']:.2f} s")
-    print("  where the time went (seconds; cumulative rows overlap the self-time rows of pool.py):")
+    print("  where the time went (seconds; cumulative rows include what they call, so they overlap):")
     for key, t in r["split"]:
         if t >= 0.005:
             print(f"    {t:7.2f} s  {key}")
@@ -612,7 +608,7 @@ def profile(name: str, pairs: list[dict[str, Any]], tmp: Path) -> None:
 
 def import_breakdown() -> None:
     imports = run_worker(sys.executable, ["imports", "-"], ours=True)
-    print("  fresh-interpreter import times (what a pool's forkserver pays before its first worker): "
+    print("fresh-interpreter import times (what the math workers load before they answer): "
           + "; ".join(f"{k} {'failed' if v is None else f'{v:.2f} s'}" for k, v in imports.items()))
 
 
