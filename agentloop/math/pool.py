@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentloop.errors import MathWorkerError
-from agentloop.math.worker import ENTRY, Channel
 
 if TYPE_CHECKING:  # the parent never imports sympy
     from agentloop.math._sym import Result
+
+# importing agentloop.math must not import the worker module: `python -m agentloop.math.worker`
+# would then find it in sys.modules already (runpy warns and runs a second copy)
+ENTRY = "agentloop.math._sym:canonical_form"
 
 START_TIMEOUT_S = 180.0  # importing sympy on a busy machine; only a hang ever waits this long
 _LIMIT_KINDS = ("cpu", "wall", "memory", "crash")
@@ -55,6 +58,8 @@ class _Server:
                 f"math workers could not start: `{python} -m agentloop.math.worker` failed: {e}; fix: run agentloop"
                 " with a python that has agentloop, sympy and latex2sympy2 installed (CanonPool(python=...))") from None
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        from agentloop.math.worker import Channel
+
         self.ch = Channel(self.proc.stdout.fileno(), self.proc.stdin.fileno())
         self.pid = os.getpid()  # the process that owns this server (a forked child must not use it)
         msg = self._recv(START_TIMEOUT_S, "start")
