@@ -82,10 +82,14 @@ def test_no_answer_is_taken_that_is_not_stated(reply):
     assert extract(reply).statements == ()
 
 
-SMOLLM2_CUT = (  # a real SmolLM2-135M GSM8K reply cut off at max_tokens; math-verify reads 20 here
-    "To find the total cost of feeding the chickens, we need to calculate the cost of feed for one chicken "
-    "and then multiply it by the number of chickens.\n\nEach chicken needs 3 cups of feed a day, and a bag "
-    "of feed costs $2.\n\nTo find the cost for 20 chickens, we can multiply the")
+SMOLLM2_CUT = (  # SmolLM2-135M's GSM8K reply (Wendi's chickens, gold 20) cut off at max_tokens: math-verify reads 20
+    "To find out how many cups of feed Wendi needs to give her chickens in the final meal of the day, we need to "
+    "calculate the total amount of feed she gives them in the morning and afternoon, and then subtract that from "
+    "the total amount of feed they need.\n\n"
+    "In the morning, she gives them 15 cups of feed. In the afternoon, she gives them 25 cups of feed. So, the "
+    "total amount of feed she gives them is 15 + 25 = 40 cups.\n\n"
+    "Each chicken needs 3 cups of feed per day. To find the total amount of feed needed for 20 chickens, we can "
+    "multiply the")
 
 
 def test_a_reply_cut_off_at_the_token_limit_states_no_answer():
