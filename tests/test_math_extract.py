@@ -49,6 +49,7 @@ from agentloop.math.grade import AnswerVerdict, collection_size, grade_answer
     ("Therefore, answer is 189.", "189"),
     ("Answer \\[ 9 \\]", "9"),
     ("The answer is: (C)", "(C)"),
+    ("**Answer:** 3 + 4 = 7 apples", "7"),
     ("Therefore $x \\geq 5$ is the solution.", "x \\geq 5"),
     ("We find that $x \\lt 3$.", "x \\lt 3"),
     ("Therefore, the probability that Alice wins the game is 2/3. <|im_start|>user", "2/3"),

@@ -414,6 +414,8 @@ def _plain_value(s: str) -> str | None:
         if value and any(ch.isdigit() for ch in value):
             if (listed := _PLAIN_LIST.match(s)) is not None and listed.end() > m.end():  # "1, -2", "3, 5 and 7"
                 return listed.group(0).strip()
+            if rest.lstrip().startswith("="):  # "3 + 4 = 7": the chain's last value
+                return _plain_value(rest.lstrip()[1:])
             if not rest.strip() or not re.match(r"\s*[A-Za-z(\\{^_]", rest) or re.match(r"\s*[A-Za-z]{2,}", rest):
                 return _with_percent(value.rstrip(".,:").strip())
             if len(s) <= 40:  # "2x + 3", "3\sqrt{2}": math, not a number with a unit
