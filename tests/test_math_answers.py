@@ -102,6 +102,7 @@ FORMS: dict[str, Callable[[str], str]] = {
     "final_bracket": lambda x: f"The final answer is\n\\[\n{x}\n\\]",
     "final_dollars2": lambda x: f"Therefore, the final answer is $$ {x} $$",
     "final_dollar": lambda x: f"The final answer is ${x}$.",
+    "period_inside": lambda x: f"Therefore the final answer is ${x}.$",
     "boxed": lambda x: f"So the answer is $\\boxed{{{x}}}$.",
     "llama3": lambda x: f"Final Answer: The final answer is ${x}$. I hope it is correct.",
     "prose": lambda x: f"So the answer is {x}." if _plain(x) == x else f"So the answer is ${x}$.",
@@ -447,6 +448,7 @@ def gsm_spellings(item: Item, index: int) -> Iterator[tuple[str, str]]:
         yield "percent", f"{g}\\%"
     if n is not None:
         yield "label_x", f"x = {g}"
+        yield "decimal_point_zero", f"{g}.0"
     if n is not None and abs(n) >= 10_000 and 2 <= len(str(abs(n)).rstrip("0")) <= 3:
         digits = str(abs(n)).rstrip("0")
         mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
@@ -488,6 +490,7 @@ def expr_spellings(item: Item) -> Iterator[tuple[str, str]]:
         yield "list_reversed", ", ".join(reversed(values))
         yield "list_and", ", ".join(values[:-1]) + (", and " if len(values) > 2 else " and ") + values[-1]
         yield "list_as_set", "\\{" + ", ".join(values) + "\\}"
+        yield "list_or_labels", " \\text{ or } ".join(f"x = {v}" for v in values)
         yield "one_box_per_element", ", ".join(values[1:] + values[:1])
     elif (pm := expand_pm(g)) is not None:
         yield "pm_as_two", ", ".join(pm)
@@ -541,6 +544,7 @@ def expr_spellings(item: Item) -> Iterator[tuple[str, str]]:
         yield "interval_labelled", f"x \\in {g}"
     if (pm := expand_pm(g)) is not None and list_parts(g) is None:
         yield "pm_as_set", "\\{" + ", ".join(pm) + "\\}"
+        yield "pm_labelled", f"x = {g}"
 
 
 def math_spellings(item: Item) -> Iterator[tuple[str, str]]:
@@ -571,6 +575,8 @@ def number_perturbations(n: Num) -> Iterator[tuple[str, str]]:
     elif n.kind == "dec":
         last = n.core[-1]
         yield "last_digit_changed", deco(n.core[:-1] + str((int(last) + 1) % 10))
+        whole, frac_digits = n.core.lstrip("-").split(".")
+        yield "decimal_as_list", deco(f"{'-' if v < 0 else ''}{whole or 0}, {frac_digits}")  # 1.25 → "1, 25"
         if last != "0" and len(n.core.split(".")[1]) >= 2:  # 0.35625 → 0.3562 (a dropped 0 would be equal)
             yield "last_digit_dropped", deco(n.core[:-1])
         if v != 0:
@@ -692,6 +698,9 @@ def gsm_perturbations(item: Item, index: int) -> Iterator[tuple[str, str]]:
     if n != 0:
         yield "sign_flipped", render(-n)
         yield "times_ten", render(n * 10)
+    if abs(n) < 1000:  # relative gap >= 5e-4: no tolerance may bridge it
+        yield "plus_half", f"{n}.5"
+        yield "plus_cents", f"\\${n}.05"
     if abs(n) >= 10_000 and len(digits := str(abs(n)).rstrip("0")) >= 3:  # 1450000 → 1.4 × 10^6 (rounded)
         sign, exp = "-" if n < 0 else "", len(str(abs(n))) - 1
         yield "scientific_rounded", f"{sign}{digits[0]}.{digits[1]} \\times 10^{{{exp}}}"
@@ -745,6 +754,20 @@ def cutoff_cases(items: list[Item], forms: list[str], step: int) -> list[Case]:
     return out
 
 
+TRAILERS = ["\n\nThis value satisfies all the conditions of the problem.",
+            "\n\nI hope this helps! Let me know if you have any questions.",
+            " We can check this by substituting it back into the original equation, which works."]
+
+
+def trailer_cases(items: list[Item], forms: list[str]) -> list[Case]:
+    """Each gold in one format (rotating) followed by chatter that states no other answer (must pass)."""
+    out = []
+    for i, it in enumerate(items):
+        c = make_case(it, "form", "trailer", forms[(i + 3) % len(forms)], it.gold)
+        out.append(Case(c.source, c.kind, c.rule, c.form, c.answer, c.gold, c.reply + TRAILERS[i % len(TRAILERS)]))
+    return out
+
+
 def hedge_cases(items: list[Item], step: int) -> list[Case]:
     """GSM8K replies with two final answers (``#### n±1`` then ``#### n``), every ``step``-th item:
     a hedge fails by default, passes with last_answer_wins; the same answer stated twice passes."""
@@ -758,6 +781,8 @@ def hedge_cases(items: list[Item], step: int) -> list[Case]:
                         last_answer_wins=True))
         twice = f"{it.preamble}\nSo the answer is $\\boxed{{{n}}}$.\n\n#### {n}"
         out.append(Case(it.source, "hedge", "stated_twice", "gsm8k", str(n), it.gold, twice, True))
+        either = f"{it.preamble}\n\nThe final answer is ${n}$ or ${wrong}$."
+        out.append(Case(it.source, "hedge", "either_or", "final_dollar", str(n), it.gold, either, False))
     return out
 
 
@@ -818,6 +843,8 @@ def all_cases() -> dict[str, list[Case]]:
                 gen.append(make_case(it, "perturbation", rule, f, ans, expect=False))
             k += 1
     groups["gsm8k_perturbations"] = _capped(gen, CAP_PERTURBATION)
+    groups["math500_trailers"] = trailer_cases(m_items, MATH_FORMS)
+    groups["gsm8k_trailers"] = trailer_cases(g_items[::2], GSM_FORMS)
     groups["math500_cutoffs"] = cutoff_cases(m_items, MATH_FORMS, 2)
     groups["gsm8k_cutoffs"] = cutoff_cases(g_items, GSM_FORMS, 4)
     groups["gsm8k_hedges"] = hedge_cases(g_items, 8)
@@ -840,8 +867,10 @@ def _squash(s: str) -> str:
 
 def cause(case: Case, answer: str | None, detail: str) -> tuple[str, str]:
     """Which part of the checker a wrong verdict comes from, and a note on it."""
-    if case.kind in ("cutoff", "hedge") and not case.expect:
-        return f"extraction: took an answer where there is none ({case.kind})", detail
+    if case.kind == "cutoff" and not case.expect:
+        return "extraction: took an answer where there is none (cutoff)", detail
+    if case.kind == "hedge" and not case.expect:
+        return "grading: a hedge (two unequal answers) passed", detail
     if answer is None:
         return "extraction: no answer found in the reply", detail
     if _squash(answer) != _squash(case.answer):
@@ -883,8 +912,8 @@ def _report(name: str, wrong: list, total: int, limit: int = 40) -> str:
     return "\n".join(lines)
 
 
-GROUPS = ["math500_forms", "math500_spellings", "math500_perturbations", "math500_cutoffs",
-          "gsm8k_forms", "gsm8k_spellings", "gsm8k_perturbations", "gsm8k_cutoffs", "gsm8k_hedges"]
+GROUPS = ["math500_forms", "math500_trailers", "math500_spellings", "math500_perturbations", "math500_cutoffs",
+          "gsm8k_forms", "gsm8k_trailers", "gsm8k_spellings", "gsm8k_perturbations", "gsm8k_cutoffs", "gsm8k_hedges"]
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -1004,6 +1033,19 @@ def test_several_boxes_are_one_collection(boxes: str, gold: str, passed: bool) -
 def test_relations_and_trig_identities(reply: str, gold: str, passed: bool) -> None:
     """Relations compare as relations (``x \\geq 5`` is ``5 \\leq x``, not ``x > 5``); identities hold."""
     assert grade_answer(reply, gold).passed is passed
+
+
+@pytest.mark.parametrize("reply, gold", [
+    ("The final answer is $2, 5$.", "2.5"),
+    ("The final answer is $2.5$.", "2, 5"),
+    ("The final answer is $1, 0$.", "1"),
+    ("The final answer is $1$ or $0$.", "1"),
+    ("The solutions are $\\boxed{3}$, $\\boxed{14}$.", "3.14"),
+])
+def test_a_list_is_not_a_decimal_with_a_comma(reply: str, gold: str) -> None:
+    """``2, 5`` (two answers) is not 2.5, whatever decimal commas are accepted elsewhere."""
+    v = grade_answer(reply, gold)
+    assert not v.passed, v
 
 
 CORRECTED = ("We get $x + 5 = 17$, so $\\boxed{12}$.\n\nWait, I misread: the equation is $x + 5 = 19$, so "
