@@ -10,6 +10,8 @@ canonicalized in a worker print the same.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 from collections.abc import Callable
 from fractions import Fraction
@@ -311,6 +313,8 @@ def fast_scalar(s: str) -> Piece:
         return number_piece(v)
     if s in _INF:
         return _INF[s], _INF[s], ()
+    with contextlib.suppress(NeedSympy, ZeroDivisionError, OverflowError, RecursionError):
+        return eval_number(s)
     m = re.fullmatch(r"([0-9A-Fa-f]+)_\{?\(?(\d{1,2})\)?\}?", s)  # 52_8: a numeral in base 8
     if m and (re.search(r"\d", m.group(1)) or int(m.group(2)) > 10):
         return f"{m.group(1).upper()}_{int(m.group(2))}", f"{m.group(1).upper()}_{int(m.group(2))}", ()
@@ -375,3 +379,160 @@ def structure(s: str, scalar: Callable[[str], Piece], depth: int = 0) -> Piece:
         if len(parts) >= 2:
             return _join([structure(p, scalar, depth + 1) for p in parts], "[%s]")
     return scalar(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# a small exact evaluator for number-only expressions (3\sqrt{13}, \frac{\pi}{6}, 2^{10}-1)
+
+_TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\\pi(?![a-zA-Z])|\\sqrt|\\frac|\\cdot|\\times|[-+*/^{}()\[\]])")
+Val = Fraction | float
+
+
+class _Eval:
+    """Recursive descent over + − · / ^, \\frac, \\sqrt (and \\sqrt[n]), \\pi, implicit products.
+    Exact (`Fraction`) while possible, float once an irrational enters; anything else → NeedSympy."""
+
+    def __init__(self, s: str) -> None:
+        self.toks: list[str] = []
+        pos = 0
+        while pos < len(s):
+            m = _TOKEN.match(s, pos)
+            if not m:
+                raise NeedSympy(s)
+            self.toks.append(m.group(1))
+            pos = m.end()
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self, want: str | None = None) -> str:
+        t = self.peek()
+        if t is None or (want is not None and t != want):
+            raise NeedSympy(want or "")
+        self.i += 1
+        return t
+
+    def expr(self) -> Val:
+        v = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            w = self.term()
+            v = v + w if op == "+" else v - w
+        return v
+
+    def term(self) -> Val:
+        v = self.unary()
+        while (t := self.peek()) is not None and t not in ("+", "-", "}", ")", "]"):
+            if t in ("*", "\\cdot", "\\times", "/"):
+                self.take()
+                w = self.unary()
+                if t == "/":
+                    if w == 0:
+                        raise NeedSympy("division by zero")
+                    v = v / w
+                else:
+                    v = v * w
+            else:
+                v = v * self.power()  # implicit product: 3\sqrt{13}, 2\pi
+        return v
+
+    def unary(self) -> Val:
+        if self.peek() == "-":
+            self.take()
+            return -self.unary()
+        if self.peek() == "+":
+            self.take()
+        return self.power()
+
+    def power(self) -> Val:
+        base = self.atom()
+        if self.peek() == "^":
+            self.take()
+            exp = self.group() if self.peek() in ("{", "(") else self.atom_number()
+            return _pow(base, exp)
+        return base
+
+    def atom_number(self) -> Val:
+        t = self.take()
+        if not t[0].isdigit() or len(t) != 1:
+            raise NeedSympy(t)
+        return Fraction(t)
+
+    def group(self) -> Val:
+        close = {"{": "}", "(": ")", "[": "]"}[self.take()]
+        v = self.expr()
+        self.take(close)
+        return v
+
+    def atom(self) -> Val:
+        t = self.peek()
+        if t is None:
+            raise NeedSympy("end")
+        if t[0].isdigit():
+            self.take()
+            return Fraction(t)
+        if t == "\\pi":
+            self.take()
+            return math.pi
+        if t in ("{", "("):
+            return self.group()
+        if t == "\\frac":
+            self.take()
+            num, den = self.braced(), self.braced()
+            if den == 0:
+                raise NeedSympy("division by zero")
+            return num / den
+        if t == "\\sqrt":
+            self.take()
+            n: Val = Fraction(2)
+            if self.peek() == "[":
+                n = self.group()
+            return _pow(self.braced(), 1 / n if isinstance(n, Fraction) and n != 0 else _bad())
+        raise NeedSympy(t)
+
+    def braced(self) -> Val:
+        if self.peek() != "{":
+            raise NeedSympy("brace")
+        return self.group()
+
+
+def _bad() -> Val:
+    raise NeedSympy("root")
+
+
+def _pow(base: Val, exp: Val) -> Val:
+    if isinstance(exp, Fraction) and isinstance(base, Fraction):
+        if exp.denominator == 1:
+            if abs(exp) > 4096 or (base == 0 and exp < 0) or \
+                    abs(exp) * (len(str(base.numerator)) + len(str(base.denominator))) > 2000:
+                raise NeedSympy("large power")
+            return base ** int(exp)
+        if base < 0:
+            raise NeedSympy("root of a negative")
+        q = exp.denominator
+        roots = [round(x ** (1.0 / q)) for x in (base.numerator, base.denominator)]
+        if all(r ** q == x for r, x in zip(roots, (base.numerator, base.denominator), strict=True)):
+            return _pow(Fraction(roots[0], roots[1]), Fraction(exp.numerator))
+    try:
+        v = float(base) ** float(exp)
+    except (OverflowError, ZeroDivisionError, ValueError) as e:
+        raise NeedSympy("power") from e
+    if isinstance(v, complex) or not math.isfinite(v):
+        raise NeedSympy("power")
+    return v
+
+
+def eval_number(s: str) -> Piece:
+    """A number-only expression → its piece (exact text when rational); raises NeedSympy."""
+    if len(s) > 200 or not re.search(r"\\pi|\\sqrt|\\frac|\^|[*+/-]|\\cdot|\\times|\d\(|\)\(", s):
+        raise NeedSympy(s)
+    ev = _Eval(s)
+    v = ev.expr()
+    if ev.peek() is not None:
+        raise NeedSympy(s)
+    if isinstance(v, Fraction):
+        return number_piece(v)
+    if not math.isfinite(v):
+        raise NeedSympy(s)
+    return s, "#", (v,)
