@@ -576,7 +576,8 @@ def number_perturbations(n: Num) -> Iterator[tuple[str, str]]:
         last = n.core[-1]
         yield "last_digit_changed", deco(n.core[:-1] + str((int(last) + 1) % 10))
         whole, frac_digits = n.core.lstrip("-").split(".")
-        yield "decimal_as_list", deco(f"{'-' if v < 0 else ''}{whole or 0}, {frac_digits}")  # 1.25 → "1, 25"
+        if not n.prefix and not n.suffix:  # 1.25 → "1, 25": two answers, not a decimal comma
+            yield "decimal_as_list", f"{'-' if v < 0 else ''}{whole or 0}, {frac_digits}"
         if last != "0" and len(n.core.split(".")[1]) >= 2:  # 0.35625 → 0.3562 (a dropped 0 would be equal)
             yield "last_digit_dropped", deco(n.core[:-1])
         if v != 0:
