@@ -132,10 +132,10 @@ def _canon_norms(norms: list[str]) -> list[Canon]:
         key = "\x00" + n
         if (hit := _STATE.cache.get(key)) is not None:
             found[n] = hit
-        elif (quick := _fast(n)) is not None:
-            found[n] = quick
         elif len(n) > MAX_PARSE_CHARS:
             found[n] = Canon(n)
+        elif (quick := _fast(n)) is not None:
+            found[n] = quick
         else:
             todo.append(n)
     if todo:
@@ -253,7 +253,7 @@ def _abs_label(f: Form) -> Form:
 
 def analyze(n: str) -> Form:
     """Split a normalized answer into its label and its value (see `Form`)."""
-    if not _REL_OPS.search(n):
+    if len(n) > MAX_PARSE_CHARS or not _REL_OPS.search(n):
         return Form(n)
     groups = split_top(n, ";")
     if len(groups) > 1 and all(analyze(g).kind == "list" for g in groups):  # p=5,q=2;p=7,q=2
