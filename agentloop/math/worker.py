@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import decimal
 import gc
 import os
@@ -152,7 +153,7 @@ class CleanState:
         self._sizes = [(ns, len(ns)) for ns, _ in self.modules]
         self._containers = [(ns, k, v, type(v) is tuple or _has_containers(v))
                             for ns, saved in self.modules for k, v in saved.items() if _copied(v)]
-        self._plain = [(ns, k, v) for ns, saved in self.modules for k, v in saved.items() if not _copied(v)]
+        self._plain = [(ns, {k: v for k, v in saved.items() if not _copied(v)}.items()) for ns, saved in self.modules]
         self._params, self._flags = global_parameters, dict(vars(global_parameters))
         self._dummy, self._dummy_count = Dummy, Dummy._count
         self._rngs = [(g, g.getstate()) for g in (random._inst, sympy_random.rng, sympy_random._assumptions_rng)]
@@ -171,7 +172,7 @@ class CleanState:
         if t is list or t is set or t is tuple or t is frozenset:
             return t(self._pristine(x) for x in v)
         if hasattr(v, "_rep") and hasattr(v._rep, "to_list_flat"):  # a mutable sympy matrix
-            self.matrices[id(v)] = (v, v._rep, _fingerprint(v))
+            self.matrices[id(v)] = (v, v._rep, copy.deepcopy(v._rep.rep))
             return v
         if callable(getattr(v, "cache_clear", None)):  # functools.lru_cache
             self.caches.append(v)
@@ -193,9 +194,9 @@ class CleanState:
             if len(namespace) != size:  # a global that did not exist at start: remove it
                 for extra in [k for k in namespace if k not in saved and not k.startswith("__")]:
                     del namespace[extra]
-        for namespace, k, v in self._plain:
-            if namespace.get(k, _NOTHING) is not v:
-                namespace[k] = v
+        for namespace, plain in self._plain:
+            if not plain <= namespace.items():  # C-level, identity first: almost always unchanged
+                namespace.update(plain)
         for namespace, k, v, deep in self._containers:
             namespace[k] = self._fresh(v) if deep else v.copy()
         for c in self.caches:
@@ -214,8 +215,7 @@ class CleanState:
     def tainted(self) -> bool:
         if len(sys.modules) != self._n_modules:
             return True
-        return any(m._rep is not rep or _fingerprint(m) != flat for m, rep, flat in self.matrices.values())
-
+        return any(m._rep is not rep or rep.rep != held for m, rep, held in self.matrices.values())
 
 
 _COPIED = (dict, list, set)
@@ -230,14 +230,6 @@ def _has_containers(v: Any) -> bool:
     """Whether a container holds a mutable container (then it is copied level by level)."""
     values = v.values() if type(v) is dict else v
     return any(type(x) in _COPIED or (type(x) is tuple and _has_containers(x)) for x in values)
-
-
-def _fingerprint(m: Any) -> Any:
-    """What a mutable sympy matrix holds (cheap: its sparse rows when it has them)."""
-    rep = m._rep
-    inner = rep.rep
-    return (rep.shape, rep.domain, {i: dict(row) for i, row in inner.items()} if isinstance(inner, dict)
-            else rep.to_list_flat())
 
 
 def _is_sympy_immutable(v: Any) -> bool:
