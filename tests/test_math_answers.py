@@ -92,7 +92,7 @@ def written(form: str, x: str) -> str:
     """The answer ``x`` as it appears in a reply of ``form`` (prose and ``####`` lines are plain text)."""
     if form == "gsm8k":
         return _textify(x)
-    if form in ("prose", "answer_colon"):
+    if form in ("prose", "answer_colon", "answer_line", "final_bold"):
         return _plain(x) or x
     return x
 
@@ -109,6 +109,9 @@ FORMS: dict[str, Callable[[str], str]] = {
     "bold_final": lambda x: f"**Final Answer**\n\\[\n\\boxed{{{x}}}\n\\]",
     "llama31": lambda x: f"Therefore, the final answer is: $\\boxed{{{x}}}$. I hope it is correct.",
     "answer_colon": lambda x: f"The answer is: {x}" if _plain(x) == x else f"The answer is: ${x}$",
+    "answer_line": lambda x: f"Answer: {x}" if _plain(x) == x else f"Answer: ${x}$",
+    "final_bold": lambda x: f"The final answer is **{x}**." if _plain(x) == x else f"The final answer is **${x}$**.",
+    "box_in_equation": lambda x: f"Therefore, the requested value is $A = \\boxed{{{x}}}$.",
     "gsm8k": lambda x: f"#### {x}",
     "boxes": lambda x: "The solutions are " + ", ".join(f"$\\boxed{{{p}}}$" for p in split_top(x)) + ".",
 }
@@ -691,7 +694,8 @@ def math_perturbations(item: Item) -> Iterator[tuple[str, str]]:
 def gsm_perturbations(item: Item, index: int) -> Iterator[tuple[str, str]]:
     n = int(item.gold)
     styles = [str, lambda k: group(k, ","), lambda k: ("-" if k < 0 else "") + "\\$" + str(abs(k)),
-              lambda k: f"{k} \\text{{ units}}", lambda k: group(k, " "), lambda k: group(k, "{,}")]
+              lambda k: f"{k} \\text{{ units}}", lambda k: group(k, " "), lambda k: group(k, "{,}"),
+              lambda k: f"{k}\\%", lambda k: f"x = {k}"]
     render = styles[index % len(styles)]
     big = "big_" if abs(n) >= 100_000 else ""  # a rule of their own: never lost to the cap
     yield f"{big}plus_one", render(n + 1)
@@ -766,6 +770,23 @@ def trailer_cases(items: list[Item], forms: list[str]) -> list[Case]:
     for i, it in enumerate(items):
         c = make_case(it, "form", "trailer", forms[(i + 3) % len(forms)], it.gold)
         out.append(Case(c.source, c.kind, c.rule, c.form, c.answer, c.gold, c.reply + TRAILERS[i % len(TRAILERS)]))
+    return out
+
+
+def correction_cases(items: list[Item], step: int) -> list[Case]:
+    """An earlier box corrected by a later "The final answer is" sentence (every ``step``-th gold).
+
+    ``corrected_to_gold``: box a wrong answer (the gold's first perturbation), then state the gold (must
+    pass). ``corrected_away``: box the gold, then state the wrong answer (must fail).
+    """
+    out = []
+    for it in items[::step]:
+        wrong = next(iter(math_perturbations(it) if it.source.startswith("math") else gsm_perturbations(it, 0)))[1]
+        for rule, boxed, final, expect in (("corrected_to_gold", wrong, it.gold, True),
+                                           ("corrected_away", it.gold, wrong, False)):
+            text = (f"{it.preamble}\n\nSo the answer is $\\boxed{{{boxed}}}$.\n\nWait, I made an error above; "
+                    f"redoing the last step carefully changes the result.\n\nThe final answer is ${final}$.")
+            out.append(Case(it.source, "correction", rule, "box+final", final, it.gold, text, expect))
     return out
 
 
@@ -847,6 +868,8 @@ def all_cases() -> dict[str, list[Case]]:
     groups["math500_trailers"] = trailer_cases(m_items, MATH_FORMS)
     groups["gsm8k_trailers"] = trailer_cases(g_items[::2], GSM_FORMS)
     groups["math500_cutoffs"] = cutoff_cases(m_items, MATH_FORMS, 2)
+    groups["math500_corrections"] = correction_cases(m_items, 4)
+    groups["gsm8k_corrections"] = correction_cases(g_items, 8)
     groups["gsm8k_cutoffs"] = cutoff_cases(g_items, GSM_FORMS, 4)
     groups["gsm8k_hedges"] = hedge_cases(g_items, 8)
     return groups
@@ -914,7 +937,8 @@ def _report(name: str, wrong: list, total: int, limit: int = 40) -> str:
 
 
 GROUPS = ["math500_forms", "math500_trailers", "math500_spellings", "math500_perturbations", "math500_cutoffs",
-          "gsm8k_forms", "gsm8k_trailers", "gsm8k_spellings", "gsm8k_perturbations", "gsm8k_cutoffs", "gsm8k_hedges"]
+          "math500_corrections", "gsm8k_forms", "gsm8k_trailers", "gsm8k_spellings", "gsm8k_perturbations",
+          "gsm8k_cutoffs", "gsm8k_corrections", "gsm8k_hedges"]
 
 
 @pytest.mark.parametrize("group", GROUPS)
