@@ -49,6 +49,7 @@ from agentloop.math.grade import AnswerVerdict, collection_size, grade_answer
     ("Therefore, answer is 189.", "189"),
     ("Answer \\[ 9 \\]", "9"),
     ("The answer is: (C)", "(C)"),
+    ("The answer is: (C) We can check this by substituting it back.", "(C)"),
     ("**Answer:** 3 + 4 = 7 apples", "7"),
     ("Therefore $x \\geq 5$ is the solution.", "x \\geq 5"),
     ("We find that $x \\lt 3$.", "x \\lt 3"),
@@ -104,6 +105,8 @@ def test_a_reply_cut_off_at_the_token_limit_states_no_answer():
     assert extract("...\n#### 12", finish_reason="length").answer is None
     assert extract("...\n#### 12\n", finish_reason="length").answer == "12"
     assert extract("So the answer is 34. Let me verify", finish_reason="length").answer == "34"
+    assert extract("The answer is: 13 Let me verify this by computing the", finish_reason="length").answer == "13"
+    assert extract("So the answer is 34", finish_reason="length").answer is None
     assert extract("Therefore, the probability is 2/3. Let me verify", finish_reason="length").answer is None
 
 

@@ -421,6 +421,9 @@ def _plain_value(s: str) -> str | None:
             if len(s) <= 40:  # "2x + 3", "3\sqrt{2}": math, not a number with a unit
                 return _with_percent(s)
             return _with_percent(value)
+    if (lead := re.match(r"(\S{1,20}?)\s+(?=[A-Z][a-z]+\s)", s)) is not None and \
+            not re.search(r"[A-Za-z]{3,}", lead.group(1)):  # "(C) We can check this": a new sentence, no period
+        return lead.group(1)
     words = re.findall(r"[A-Za-z]{3,}", s)
     if len(s) <= 40 and len(words) <= 3 and not re.match(r"(?i)(?:the|a|an|to|that|this|in|of|not|we|it)\b", s):
         return _with_percent(s)
@@ -453,8 +456,6 @@ def _value_at(lx: _Lexed, i: int, cut: int, *, heading: bool = False) -> tuple[s
     if i in lx.box_at or i in lx.span_at:
         return _run_at(lx, i, len(text))
     end = _sentence_end(text, i, len(text))
-    if end >= cut:
-        return None
     if heading:
         masked = _mask_spans(lx, i, end)
         last = None
@@ -469,7 +470,18 @@ def _value_at(lx: _Lexed, i: int, cut: int, *, heading: bool = False) -> tuple[s
     if nxt is not None and not re.search(r"[A-Za-z0-9]{2,}", _mask_spans(lx, i, nxt).replace("approximately", "")):
         return _run_at(lx, nxt, len(text))
     value = _plain_value(_mask_spans(lx, i, end) if nxt is not None else text[i:end])
-    return (value, end) if value else None
+    return (value, end) if value and _complete(text, value, i, end, cut) else None
+
+
+def _complete(text: str, value: str, i: int, end: int, cut: int) -> bool:
+    """Whether a plain value read from ``text[i:end]`` was written in full before the cut: its
+    sentence ends before it, or the value is followed by a space or punctuation ("#### 20 Let me
+    verify the" holds 20; "#### 12" at the cut may have been 125)."""
+    if end < cut:
+        return True
+    pos = text.find(value, i, end)
+    after = pos + len(value)
+    return pos >= 0 and after < min(end, cut) and not text[after].isalnum()
 
 
 # --- statements -------------------------------------------------------------------------------
@@ -524,13 +536,14 @@ def _final_statements(lx: _Lexed, cut: int) -> list[Statement]:
         end = min(le, nxt) if nxt >= 0 else le
         raw = text[j:end].strip()
         value: str | None = None
-        if raw and end < cut:
+        if raw:
             k = _skip(text, j)
             if k in lx.box_at or k in lx.span_at:
                 run = _run_at(lx, k, end)
                 value = run[0] if run else None
             else:
                 value = _plain_value(raw.strip("$").strip())
+                value = value if value and _complete(text, value, j, end, cut) else None
         if value:
             found.append(Statement(value, i, end, "final"))
     found.sort(key=lambda s: s.start)
