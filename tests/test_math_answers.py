@@ -27,18 +27,23 @@ Every case is a whole model reply graded by ``grade_answer(reply, gold, ...)`` a
 * **cutoffs** (``finish_reason="length"``): the reasoning cut before any final statement (only
   where the reasoning states no result, though it usually computes the gold) must fail; a reply cut
   in a check *after* its final statement must pass.
+* **trailers** (must pass): the final statement followed by chatter that states no other answer.
+* **corrections**: a boxed answer, then "Wait, I made an error …", then "The final answer is $Y$.":
+  passes when Y is the gold, fails when the box held the gold and Y is a perturbation.
 * **hedges** (GSM8K): ``#### n±1`` then ``#### n`` fails by default and passes with
-  ``last_answer_wins=True``; the same answer stated twice (box, then ``####``) passes.
+  ``last_answer_wins=True``; "The final answer is $n$ or $n±1$." fails; the same answer stated twice
+  (box, then ``####``) passes.
 * named special cases below (the SmolLM2 reply cut at ``max_tokens``, hedged ``####`` answers,
   several boxes for a set, a box corrected by a later final-answer sentence, no answer, relations).
 
-Size (deterministic, no randomness): each gold in ``FORMS_PER_GOLD`` reply formats, rotating
-(2500 MATH-500 + 6595 GSM8K replies; every format ~250 / ~600 times); spellings at most
-``CAP_SPELLING`` cases per rule, perturbations at most ``CAP_PERTURBATION`` cases per rule, golds
-spread evenly over the dataset; cutoffs for every 2nd MATH-500 / 4th GSM8K gold, hedges for every 8th
-GSM8K gold: about 15,000 graded replies in all (CPU: ~15 s in this process, mostly extraction, plus
-~5 s of sympy in the pool workers). ``python tests/test_math_answers.py`` prints the exact counts
-per rule and lists every wrong verdict grouped by cause (extraction, gold-side grading, comparison).
+Size (deterministic, no randomness): each gold in ``FORMS_PER_GOLD`` reply formats, rotating (2500
+MATH-500 replies over 14 formats, 6595 GSM8K replies over 15: every format ~180 / ~440 times);
+spellings at most ``CAP_SPELLING`` cases per rule, perturbations at most ``CAP_PERTURBATION`` per rule,
+golds spread evenly over the dataset; trailers for every MATH-500 / 2nd GSM8K gold, cutoffs for every
+2nd / 4th, corrections for every 4th / 8th, hedges for every 8th GSM8K gold: about 17,400 graded
+replies in all (CPU: ~15 s in this process, mostly extraction, plus ~5 s of sympy in the pool
+workers). ``python tests/test_math_answers.py`` prints the exact counts per rule and lists every
+wrong verdict grouped by cause (extraction, gold-side grading, comparison).
 
 Rewrites that a grader may reasonably reject are left out on purpose: an interval written as an
 inequality (``(2,\\infty)`` as ``x > 2``), a base-``b`` answer written in decimal, a factored answer
@@ -956,8 +961,9 @@ def test_generators_cover_every_rule_kind() -> None:
     groups = all_cases()
     assert len(groups["math500_forms"]) == 500 * FORMS_PER_GOLD
     assert len(groups["gsm8k_forms"]) == 1319 * FORMS_PER_GOLD
-    assert all(sum(c.form == f for c in groups["math500_forms"]) == 250 for f in MATH_FORMS)
-    assert all(sum(c.form == f for c in groups["gsm8k_forms"]) >= 590 for f in GSM_FORMS)
+    for name, forms, golds in (("math500_forms", MATH_FORMS, 500), ("gsm8k_forms", GSM_FORMS, 1319)):
+        share = golds * FORMS_PER_GOLD / len(forms)  # every format gets its share
+        assert all(abs(sum(c.form == f for c in groups[name]) - share) < 0.05 * share for f in forms), name
     assert {c.rule for c in groups["math500_cutoffs"] + groups["gsm8k_cutoffs"]} == {"stated", "unstated"}
     assert all(not c.expect for name in GROUPS if name.endswith("perturbations") for c in groups[name])
     for name in ("math500_spellings", "gsm8k_spellings", "math500_perturbations", "gsm8k_perturbations"):
