@@ -1079,6 +1079,15 @@ def test_a_list_is_not_a_decimal_with_a_comma(reply: str, gold: str) -> None:
     assert not v.passed, v
 
 
+@pytest.mark.parametrize("answer, passed", [
+    ("25\\%", True), ("25", True), ("0.25", True), ("25 \\text{ percent}", True),
+    ("26\\%", False), ("0.26", False), ("2.5", False), ("0.025", False),
+])
+def test_percent_gold(answer: str, passed: bool) -> None:
+    """A percent gold takes the percent, the bare number and the decimal fraction; nothing else."""
+    assert grade_answer(f"The final answer is ${answer}$.", "25\\%").passed is passed
+
+
 CORRECTED = ("We get $x + 5 = 17$, so $\\boxed{12}$.\n\nWait, I misread: the equation is $x + 5 = 19$, so "
              "$x = 14$.\n\nThe final answer is $14$.")
 
