@@ -392,9 +392,11 @@ def answers_equal(a: str, b: str, *, precision: int = DEFAULT_PRECISION, strict:
     math-verify does; True both ways.
     """
     na, nb = normalize(a), normalize(b)
-    if (alt := decimal_comma(na)) is not None and parse_number(nb) is not None:
+    # a decimal comma only where nothing else is meant: no space after it ("2, 5" is two answers)
+    # and the other answer a single number
+    if (alt := decimal_comma(na)) is not None and not re.search(r",\s", a) and parse_number(nb) is not None:
         na = alt
-    elif (alt := decimal_comma(nb)) is not None and parse_number(na) is not None:
+    elif (alt := decimal_comma(nb)) is not None and not re.search(r",\s", b) and parse_number(na) is not None:
         nb = alt
     fa, fb = analyze(na), analyze(nb)
     if allow_set_relation_comp is False and fa.from_ineq and not fb.from_ineq and fb.kind != "rel":
