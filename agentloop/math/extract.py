@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BRACE_OR_COMMAND = re.compile(r"[\\{}]")
+_DELIMITER = re.compile(r"[\\$]")
 _STOP = " \t\r\n$"
 _WINDOW = 300  # the most plain text a statement's value is read from
 _MAX_STATEMENTS = 200  # a text with more "final answer"/"####" phrases is read from its last ones
@@ -170,8 +172,15 @@ def _scan_boxes(text: str) -> list[tuple[int, int, str]]:
     n = len(text)
     stack: list[tuple[int, int]] = []  # (content start or -1, command start)
     found: list[tuple[int, int, str]] = []
-    i = 0
+    first = min((k for k in (text.find("\\boxed"), text.find("\\fbox")) if k >= 0), default=-1)
+    if first < 0:
+        return found
+    i = first  # braces before the first box command belong to no box
     while i < n:
+        m = _BRACE_OR_COMMAND.search(text, i)  # plain text in between is skipped at C speed
+        if m is None:
+            break
+        i = m.start()
         c = text[i]
         if c == "\\":
             nxt = text[i + 1] if i + 1 < n else ""
@@ -241,6 +250,10 @@ def _scan_spans(text: str) -> list[tuple[int, int, str]]:
 
     i = 0
     while i < n:
+        m = _DELIMITER.search(text, i)
+        if m is None:
+            break
+        i = m.start()
         c = text[i]
         if c == "\\" and i + 1 < n:
             nxt = text[i + 1]
