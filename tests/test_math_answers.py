@@ -642,6 +642,8 @@ def expr_perturbations(item: Item) -> Iterator[tuple[str, str]]:
     if (parts := list_parts(g)) is not None:
         values = [v for p in parts for v in (expand_pm(p) or [p])]
         yield "element_dropped", ", ".join(values[:-1])
+        if len(values) == 2 and all(re.fullmatch(r"-?\d+", v) for v in values) and not values[1].startswith("-"):
+            yield "list_as_decimal", f"{values[0]}.{values[1]}"  # -2,1 → -2.1
         if "100" not in values:
             yield "element_added", ", ".join([*values, "100"])
     elif (pm := expand_pm(g)) is not None:
@@ -1072,6 +1074,9 @@ def test_relations_and_trig_identities(reply: str, gold: str, passed: bool) -> N
     ("The final answer is $1, 0$.", "1"),
     ("The final answer is $1$ or $0$.", "1"),
     ("The solutions are $\\boxed{3}$, $\\boxed{14}$.", "3.14"),
+    ("The final answer is $1.5$.", "1,5"),       # MATH writes answer lists without spaces: "-2,1"
+    ("The final answer is $-2.1$.", "-2,1"),
+    ("The final answer is $1$.", "1,0"),
 ])
 def test_a_list_is_not_a_decimal_with_a_comma(reply: str, gold: str) -> None:
     """``2, 5`` (two answers) is not 2.5, whatever decimal commas are accepted elsewhere."""
