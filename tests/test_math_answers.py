@@ -30,9 +30,9 @@ Every case is a whole model reply graded by ``grade_answer(reply, gold, ...)`` a
 * **trailers** (must pass): the final statement followed by chatter that states no other answer.
 * **corrections**: a boxed answer, then "Wait, I made an error …", then "The final answer is $Y$.":
   passes when Y is the gold, fails when the box held the gold and Y is a perturbation.
-* **hedges** (GSM8K): ``#### n±1`` then ``#### n`` fails by default and passes with
-  ``last_answer_wins=True``; "The final answer is $n$ or $n±1$." fails; the same answer stated twice
-  (box, then ``####``) passes.
+* **hedges**: MATH-500 "It is either $\\boxed{A}$ or $\\boxed{G}$." (single-answer golds) and GSM8K
+  ``#### n±1`` then ``#### n`` fail by default and pass with ``last_answer_wins=True``; "The final
+  answer is $n$ or $n±1$." fails; the same answer stated twice (box, then ``####``) passes.
 * named special cases below (the SmolLM2 reply cut at ``max_tokens``, hedged ``####`` answers,
   several boxes for a set, a box corrected by a later final-answer sentence, no answer, relations).
 
@@ -797,6 +797,21 @@ def correction_cases(items: list[Item], step: int) -> list[Case]:
     return out
 
 
+def box_hedge_cases(items: list[Item], step: int) -> list[Case]:
+    """Two boxes with unequal answers for a single-answer gold (every ``step``-th MATH-500 gold): a
+    hedge fails by default; with last_answer_wins the last box counts (gold last: passes)."""
+    out = []
+    for it in items[::step]:
+        if list_parts(it.gold) is not None or expand_pm(it.gold) is not None:
+            continue  # a collection gold: several boxes may be its elements
+        wrong = next(iter(math_perturbations(it)))[1]
+        text = f"{it.preamble}\n\nIt is either $\\boxed{{{wrong}}}$ or $\\boxed{{{it.gold}}}$."
+        out.append(Case(it.source, "hedge", "two_boxes", "boxes", it.gold, it.gold, text, False))
+        out.append(Case(it.source, "hedge", "two_boxes_last_answer_wins", "boxes", it.gold, it.gold, text, True,
+                        last_answer_wins=True))
+    return out
+
+
 def hedge_cases(items: list[Item], step: int) -> list[Case]:
     """GSM8K replies with two final answers (``#### n±1`` then ``#### n``), every ``step``-th item:
     a hedge fails by default, passes with last_answer_wins; the same answer stated twice passes."""
@@ -876,6 +891,7 @@ def all_cases() -> dict[str, list[Case]]:
     groups["gsm8k_trailers"] = trailer_cases(g_items[::2], GSM_FORMS)
     groups["math500_cutoffs"] = cutoff_cases(m_items, MATH_FORMS, 2)
     groups["math500_corrections"] = correction_cases(m_items, 4)
+    groups["math500_hedges"] = box_hedge_cases(m_items, 4)
     groups["gsm8k_corrections"] = correction_cases(g_items, 8)
     groups["gsm8k_cutoffs"] = cutoff_cases(g_items, GSM_FORMS, 4)
     groups["gsm8k_hedges"] = hedge_cases(g_items, 8)
@@ -944,8 +960,8 @@ def _report(name: str, wrong: list, total: int, limit: int = 40) -> str:
 
 
 GROUPS = ["math500_forms", "math500_trailers", "math500_spellings", "math500_perturbations", "math500_cutoffs",
-          "math500_corrections", "gsm8k_forms", "gsm8k_trailers", "gsm8k_spellings", "gsm8k_perturbations",
-          "gsm8k_cutoffs", "gsm8k_corrections", "gsm8k_hedges"]
+          "math500_corrections", "math500_hedges", "gsm8k_forms", "gsm8k_trailers", "gsm8k_spellings",
+          "gsm8k_perturbations", "gsm8k_cutoffs", "gsm8k_corrections", "gsm8k_hedges"]
 
 
 @pytest.mark.parametrize("group", GROUPS)
