@@ -177,14 +177,3 @@ def canonical_form(norm: str) -> Result | None:
     except Exception:  # noqa: BLE001 - latex2sympy raises bare Exception on parse errors
         return None
 
-
-def _warm() -> None:
-    """Run the parser and simplifier once at import (in the forkserver, before workers fork), so
-    a fresh worker's first item does not pay their one-time set-up against the per-item timeout."""
-    for s in ("\\frac{1}{2}+\\sqrt{2}x", "(x+1)^2", "x \\le 3", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
-              "\\sin(x)^2+\\cos(x)^2", "y=2x+3", "d x"):
-        canonical_form(s)
-    _reset_parser()
-
-
-_warm()

@@ -417,6 +417,8 @@ def answers_equal(a: str, b: str, *, precision: int = DEFAULT_PRECISION, strict:
                 fa.label.replace(" ", "") != fb.label.replace(" ", ""):
             return False
         pair = [fa.value, fb.value]
+    if pair[0] == pair[1]:
+        return True  # the same normalized text: the same canonical form, whatever it is
     ca, cb = _canon_norms(pair)
     return close(_with_percent(ca, a), _with_percent(cb, b), precision, strict)
 
