@@ -21,7 +21,7 @@ the end, so a machine that stalls the job (load, I/O pressure, SIGSTOP) cannot m
 A wall-clock backstop (WALL_FACTOR x limit + WALL_SLACK_S) ends programs that sleep or block.
 """
 
-VERSION = 2
+VERSION = 3
 """Protocol version, sent in the ready frame; the host refuses an executor that differs."""
 WALL_FACTOR = 3.0
 WALL_SLACK_S = 5.0

@@ -13,8 +13,8 @@ from .child import (
     fresh_main_module,
     report_exception,
 )
-from .framing import read_blob, write_blob
-from .values import ArgsUnpickler, dumps_value, loads_value
+from .framing import BlobReader, write_blob
+from .values import ValueWriter, dumps_value, loads_args, loads_value
 
 
 def plain_child(program, secret, job_dir, out_w, err_w, res_w):
@@ -71,16 +71,17 @@ def serve_candidate(source, namespace, rpc):
     write_blob(rpc, dumps_value(hello))
     if hello[0] == "exc":
         return
+    reader, writer = BlobReader(rpc), ValueWriter()
     while True:
         try:
-            request = read_blob(rpc)
+            request = reader.read_blob()
         except EOFError:
             _exit(flush_std())
         try:
-            name, args, kwargs = ArgsUnpickler(request, namespace).load()
-            reply = dumps_value(("ok", namespace[name](*args, **kwargs)))
+            name, args, kwargs = loads_args(request, namespace)
+            reply = writer.dumps(("ok", namespace[name](*args, **kwargs)))
         except BaseException as e:
-            reply = dumps_value(("exc", remote_exception(e)))
+            reply = writer.dumps(("exc", remote_exception(e)))
         flush_std()
         write_blob(rpc, reply)
 

@@ -8,7 +8,7 @@ import os
 import sys
 
 from .child import HARNESS_EXIT, RESULT_FD, _exit, enter_child, flush_std, fresh_main_module, report, report_exception
-from .framing import read_blob, write_blob
+from .framing import BlobReader, write_blob
 from .values import ProtocolError, Remote, UnsupportedValue, dumps_args, loads_value
 
 RPC_FRAME_CAP = 256 << 20
@@ -25,11 +25,12 @@ class Conn:
 
     def __init__(self, fd):
         self.fd = fd
+        self.reader = BlobReader(fd)
 
     def receive(self):
         """The candidate's next reply: its value, or its exception raised here."""
         try:
-            data = read_blob(self.fd, RPC_FRAME_CAP)
+            data = self.reader.read_blob(RPC_FRAME_CAP)
         except (EOFError, OSError):
             raise CandidateDied from None
         except ValueError as e:

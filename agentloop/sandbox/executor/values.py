@@ -126,6 +126,23 @@ def dumps_value(obj):
     return out.getvalue()
 
 
+class ValueWriter:
+    """dumps_value for a stream of replies: one pickler and buffer kept across them (the
+    candidate's side answers every call of the tests with one)."""
+
+    def __init__(self):
+        self.out = io.BytesIO()
+        self.pickler = ValuePickler(self.out, 5)
+
+    def dumps(self, obj):
+        out = self.out
+        out.seek(0)
+        out.truncate()
+        self.pickler.clear_memo()
+        self.pickler.dump(obj)
+        return out.getvalue()
+
+
 class Remote:
     """The tests' handle on a function defined by the candidate: calling it runs it over there."""
 
@@ -151,11 +168,16 @@ class ArgsPickler(pickle.Pickler):
         return obj.name if type(obj) is Remote else None
 
 
+PLAIN, WITH_REMOTES = b"P", b"R"
+"""First byte of a request: plain pickle, or one whose candidate functions are persistent ids."""
+
+
 def dumps_args(request):
     try:
-        return pickle.dumps(request, 5)
+        return PLAIN + pickle.dumps(request, 5)
     except TypeError:  # a candidate function among the arguments (Remote refuses to pickle)
         out = io.BytesIO()
+        out.write(WITH_REMOTES)
         ArgsPickler(out, 5).dump(request)
         return out.getvalue()
 
@@ -169,3 +191,14 @@ class ArgsUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         return self.namespace[pid]
+
+
+def loads_args(request, namespace):
+    """The candidate's side of dumps_args. The tests' values (trusted) need no restricted
+    unpickler; only a request naming candidate functions needs the slower one."""
+    body = memoryview(request)[1:]
+    if request[:1] == PLAIN:
+        return pickle.loads(body)
+    if request[:1] == WITH_REMOTES:
+        return ArgsUnpickler(body, namespace).load()
+    raise ValueError("a malformed request")
