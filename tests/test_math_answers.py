@@ -151,16 +151,22 @@ def _unbox(text: str) -> str:
 
 
 def _balanced(text: str) -> bool:
-    return len(re.findall(r"(?<!\\)\$", text)) % 2 == 0 and text.count("\\[") == text.count("\\]")
+    """No math mode or environment left open (a cut inside ``\\begin{align*}`` is not a model's reply)."""
+    return (len(re.findall(r"(?<!\\)\$", text)) % 2 == 0 and text.count("\\[") == text.count("\\]")
+            and text.count("\\(") == text.count("\\)") and text.count("\\begin{") == text.count("\\end{")
+            and text.count("[asy]") == text.count("[/asy]"))
 
 
 def _math_preamble(solution: str) -> str:
-    """The solution up to the line that states its final (boxed) answer, boxes unwrapped."""
+    """The solution up to the sentence or line that states its final (boxed) answer, boxes unwrapped.
+
+    The cut is the last line break or sentence end (". ") before the final box that leaves no math
+    mode or environment open.
+    """
     at = max(solution.rfind("\\boxed"), solution.rfind("\\fbox"))
     body = solution[:at] if at >= 0 else solution
-    body = body[:max(body.rfind("\n"), 0)]
-    while body and not _balanced(body):
-        body = body[:max(body.rfind("\n"), 0)]
+    cuts = sorted({m.end() - 1 for m in re.finditer(r"\n|\. ", body)}, reverse=True)
+    body = next((body[:c + 1] for c in cuts if _balanced(body[:c + 1])), "")
     body = _unbox(body).strip()
     return body or "Let's work through this step by step."
 
