@@ -83,6 +83,7 @@ class _Server:
         code = self.proc.returncode
         status = f" (exit code {code})" if code is not None and code >= 0 else f" (signal {-code})" if code else ""
         last = self._stderr_tail()
+        self.stderr.close()
         return MathWorkerError(
             f"math workers ({' '.join(self.cmd[:3])}){status}: {what}" + (f"; its last words: {last}" if last else "")
             + "; fix: check that this python imports agentloop.math._sym (sympy, latex2sympy2 1.9.1 with"
