@@ -662,6 +662,12 @@ def expr_perturbations(item: Item) -> Iterator[tuple[str, str]]:
             and terms[-1].lstrip("-").strip() != "0"):  # x^3+3x-6 → x^3+3x+6
         last = terms[-1]
         yield "last_term_sign_flipped", join_terms([*terms[:-1], last[1:] if last.startswith("-") else f"-{last}"])
+        yield "negated", join_terms([t[1:] if t.startswith("-") else f"-{t}" for t in terms])  # p - q → -p + q
+    if "=" in g and g.count("=") == 1 and re.search(r"(?<![\\a-zA-Z])x(?![a-zA-Z])", g) and \
+            re.search(r"(?<![\\a-zA-Z])y(?![a-zA-Z])", g):  # y = 2x + 3 → x = 2y + 3
+        yield "variables_swapped", re.sub(r"(?<![\\a-zA-Z])[xy](?![a-zA-Z])", lambda m: "yx"["xy".index(m[0])], g)
+    if m := re.search(r"\\begin\{pmatrix\}\s*(-?[\d/]+)", g):  # a matrix is not its first entry
+        yield "matrix_first_entry", m.group(1)
     if re.fullmatch(r"-?\d+\s*[-+]\s*\d*i", g):  # 6 - 5i → 6 - 5
         yield "imaginary_unit_dropped", g[:-1].rstrip() if g[-2:-1].isdigit() else g[:-1] + "1"
     if m := re.fullmatch(r"(\d+)\s*\\pi", g):
@@ -782,7 +788,11 @@ def trailer_cases(items: list[Item], forms: list[str]) -> list[Case]:
     out = []
     for i, it in enumerate(items):
         c = make_case(it, "form", "trailer", forms[(i + 3) % len(forms)], it.gold)
-        out.append(Case(c.source, c.kind, c.rule, c.form, c.answer, c.gold, c.reply + TRAILERS[i % len(TRAILERS)]))
+        trailer, rule = TRAILERS[i % len(TRAILERS)], "trailer"
+        steps = [line for line in it.preamble.splitlines() if "=" in line and len(line) < 200]
+        if i % 2 and steps:  # re-checking an intermediate step is not another final answer
+            trailer, rule = f"\n\nCheck: {steps[0].strip()}", "trailer_check"
+        out.append(Case(c.source, c.kind, rule, c.form, c.answer, c.gold, c.reply + trailer))
     return out
 
 
