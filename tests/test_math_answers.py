@@ -1150,9 +1150,11 @@ def test_unfinished_working_is_not_an_answer(gold: str) -> None:
 
 def test_big_integers_off_by_one_differ() -> None:
     """Integers compare exactly, however big (the 1e-6 tolerance must not reach them)."""
-    for a, b in [("1450000", "1450001"), ("11,\\!111,\\!111,\\!100", "11111111101"), ("2880000", "2879999")]:
+    for a, b in [("1450000", "1450001"), ("11,\\!111,\\!111,\\!100", "11111111101"), ("2880000", "2879999"),
+                 ("1,450,000", "1450001"), ("1,450,000", "1,450,001")]:
         assert not answers_equal(a, b), (a, b)
         assert not grade_answer(f"#### {b}", a).passed, (a, b)
+    assert grade_answer("#### 1450000", "1,450,000").passed  # a gold with separators (GSM8K's raw line)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -1191,7 +1193,10 @@ def main() -> None:
                       f"`{got}` ({detail})")
             if len(lines) > limit:
                 print(f"- … and {len(lines) - limit} more")
-    print(f"\ntotal {time.monotonic() - t0:.1f} s")
+    groups = all_cases()
+    must_pass = sum(c.expect for cases in groups.values() for c in cases)
+    must_fail = sum(not c.expect for cases in groups.values() for c in cases)
+    print(f"\n{must_pass} replies must pass, {must_fail} must fail; total {time.monotonic() - t0:.1f} s")
 
 
 if __name__ == "__main__":
