@@ -435,6 +435,13 @@ def uses_x(question: str) -> bool:
     return bool(re.search(r"\$[^$]*(?<![\\a-zA-Z])x(?![a-zA-Z])[^$]*\$", question))
 
 
+def asks_for_money(question: str) -> bool:
+    """Whether the question's last sentence asks for an amount of money (so ``\\$18`` is the same answer)."""
+    last = re.split(r"(?<=[.!])\s+", question.strip())[-1].lower()
+    money = r"how much|dollars|cost|spen[dt]|earn|pay|paid|money|profit|price|sav|salary|pension|income|wage|budget"
+    return "$" in question and bool(re.search(money, last))
+
+
 def question_unit(question: str) -> str | None:
     m = re.search(r"\b[Hh]ow many ([a-z]+)", question)
     if m and m.group(1) not in ("more", "times", "of", "in", "total", "less", "fewer", "are", "is", "does", "do"):
@@ -453,7 +460,7 @@ def gsm_spellings(item: Item, index: int) -> Iterator[tuple[str, str]]:
         cmd = ["\\text", "\\mbox", "\\textnormal"][index % 3]
         yield f"unit_{cmd[1:]}", f"{g} {cmd}{{ {w}}}" if index % 2 else f"{g}{cmd}{{ {w}}}"
         yield "prose_unit_word", f"{g} {w}"
-    if "$" in item.question:
+    if asks_for_money(item.question):
         yield "dollar", f"\\${g}"
         if n is not None and abs(n) >= 1000:
             yield "dollar_thousands", "\\$" + group(n, ",")
