@@ -16,12 +16,24 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 import latex2sympy2 as _l2s
 import sympy
 from latex2sympy2 import latex2sympy
 
-from agentloop.math.normalize import NeedSympy, Num, Piece, fast_scalar, fmt_interval, split_top, structure
+from agentloop.math.normalize import (
+    NeedSympy,
+    Num,
+    Piece,
+    Poly,
+    fast_scalar,
+    fmt_interval,
+    fmt_poly,
+    fmt_poly_eq,
+    split_top,
+    structure,
+)
 
 Result = tuple[str, str, tuple[Num, ...]]
 _I = sympy.Symbol("i")
@@ -104,11 +116,31 @@ def _piece(expr: sympy.Basic) -> Piece:
                 head + "[" + ", ".join(c[1] or c[0] for c in cells) + "]" if nums else "", nums)
     if expr.has(sympy.zoo, sympy.nan):
         raise ValueError("undefined")  # \frac{1}{0}: keep the string, never equate undefined answers
+    if (poly := _to_poly(expr)) is not None:
+        return fmt_poly(poly), "", ()  # printed as the parent prints the same polynomial
     text = sympy.sstr(expr)
     if expr in (sympy.oo, -sympy.oo):
         return text, text, ()
     v = _value(expr)
     return (text, "#", (v,)) if v is not None else (text, "", ())
+
+
+def _to_poly(expr: sympy.Basic) -> Poly | None:
+    """A polynomial with rational coefficients in single-letter variables, as `normalize.Poly`."""
+    syms = sorted(expr.free_symbols, key=str) if isinstance(expr, sympy.Expr) else []
+    if not syms or any(len(str(x)) != 1 or str(x) in "eiEI" for x in syms):
+        return None
+    try:
+        if not expr.is_polynomial(*syms):
+            return None
+        terms = sympy.Poly(expr, *syms).terms()
+    except (sympy.PolynomialError, sympy.GeneratorsNeeded, ValueError, TypeError):
+        return None
+    if len(terms) > 200 or not all(c.is_Rational for _, c in terms):
+        return None
+    names = [str(x) for x in syms]
+    return {tuple((v, int(k)) for v, k in zip(names, mono, strict=True) if k): Fraction(int(c.p), int(c.q))
+            for mono, c in terms if c != 0}
 
 
 def _leaf(s: str) -> Piece:
@@ -126,6 +158,8 @@ def _equation(lhs: str, rhs: str) -> Piece:
     diff = sympy.together(sympy.expand(scalar(lhs) - scalar(rhs)))
     num = sympy.expand(sympy.numer(diff))
     _, prim = num.as_content_primitive()
+    if (poly := _to_poly(sympy.expand(prim))) is not None and poly:
+        return fmt_poly_eq(poly), "", ()  # as the parent prints the same equation
     if prim.could_extract_minus_sign():
         prim = -prim
     text = f"Eq({sympy.sstr(sympy.expand(prim))}, 0)"

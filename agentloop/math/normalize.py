@@ -322,6 +322,8 @@ def fast_scalar(s: str) -> Piece:
         return m.group(1), m.group(1), ()
     if _WORD.fullmatch(s) and len(s.replace(" ", "")) >= 3:
         return s.lower(), s.lower(), ()  # "Evelyn", "even": words, not products of symbols
+    if re.fullmatch(r"[-+*/^{}()=a-zA-Z0-9. ]*(?:\\frac|\\cdot|\\times)?[-+*/^{}()=a-zA-Z0-9. \\]*", s):
+        return equation_piece(s) if "=" in s else poly_piece(s)
     raise NeedSympy(s)
 
 
@@ -536,3 +538,203 @@ def eval_number(s: str) -> Piece:
     if not math.isfinite(v):
         raise NeedSympy(s)
     return s, "#", (v,)
+
+
+# ---------------------------------------------------------------------------------------------
+# polynomials with rational coefficients in single-letter variables (15x-80, (a+5)(b+2), 2x+z=1),
+# canonicalized here and printed by `fmt_poly`, which the workers use for the same polynomials
+
+Mono = tuple[tuple[str, int], ...]
+Poly = dict[Mono, Fraction]
+_PTOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\\frac|\\cdot|\\times|[a-zA-Z]|[-+*/^{}()])")
+_NOT_VARS = {"e", "i", "E", "I"}
+MAX_TERMS = 200
+
+
+def _padd(p: Poly, q: Poly, sign: int = 1) -> Poly:
+    out = dict(p)
+    for m, c in q.items():
+        out[m] = out.get(m, Fraction(0)) + sign * c
+    return {m: c for m, c in out.items() if c != 0}
+
+
+def _pmul(p: Poly, q: Poly) -> Poly:
+    out: Poly = {}
+    for m1, c1 in p.items():
+        for m2, c2 in q.items():
+            d = dict(m1)
+            for v, k in m2:
+                d[v] = d.get(v, 0) + k
+            m = tuple(sorted(d.items()))
+            out[m] = out.get(m, Fraction(0)) + c1 * c2
+    out = {m: c for m, c in out.items() if c != 0}
+    if len(out) > MAX_TERMS:
+        raise NeedSympy("too many terms")
+    return out
+
+
+def _pconst(p: Poly) -> Fraction | None:
+    if not p:
+        return Fraction(0)
+    return p.get((), None) if len(p) == 1 and () in p else None
+
+
+class _PolyEval:
+    def __init__(self, s: str) -> None:
+        self.toks: list[str] = []
+        pos = 0
+        while pos < len(s):
+            m = _PTOKEN.match(s, pos)
+            if not m or m.group(1) in _NOT_VARS:
+                raise NeedSympy(s)
+            self.toks.append(m.group(1))
+            pos = m.end()
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self, want: str | None = None) -> str:
+        t = self.peek()
+        if t is None or (want is not None and t != want):
+            raise NeedSympy(want or "")
+        self.i += 1
+        return t
+
+    def expr(self) -> Poly:
+        v = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            v = _padd(v, self.term(), 1 if op == "+" else -1)
+        return v
+
+    def term(self) -> Poly:
+        v = self.unary()
+        while (t := self.peek()) is not None and t not in ("+", "-", "}", ")"):
+            if t in ("*", "\\cdot", "\\times", "/"):
+                self.take()
+                w = self.unary()
+                if t == "/":
+                    c = _pconst(w)
+                    if c is None or c == 0:
+                        raise NeedSympy("division")
+                    v = {m: x / c for m, x in v.items()}
+                else:
+                    v = _pmul(v, w)
+            else:
+                v = _pmul(v, self.power())
+        return v
+
+    def unary(self) -> Poly:
+        if self.peek() == "-":
+            self.take()
+            return {m: -c for m, c in self.unary().items()}
+        if self.peek() == "+":
+            self.take()
+        return self.power()
+
+    def power(self) -> Poly:
+        base = self.atom()
+        if self.peek() == "^":
+            self.take()
+            if self.peek() in ("{", "("):
+                e = _pconst(self.group())
+            else:
+                t = self.take()
+                e = Fraction(t) if len(t) == 1 and t.isdigit() else None
+            if e is None or e.denominator != 1 or not 0 <= e <= 12:
+                raise NeedSympy("power")
+            out: Poly = {(): Fraction(1)}
+            for _ in range(int(e)):
+                out = _pmul(out, base)
+            return out
+        return base
+
+    def group(self) -> Poly:
+        close = {"{": "}", "(": ")"}[self.take()]
+        v = self.expr()
+        self.take(close)
+        return v
+
+    def atom(self) -> Poly:
+        t = self.peek()
+        if t is None:
+            raise NeedSympy("end")
+        if t[0].isdigit():
+            self.take()
+            return {(): Fraction(t)} if Fraction(t) != 0 else {}
+        if t.isalpha():
+            self.take()
+            return {((t, 1),): Fraction(1)}
+        if t in ("{", "("):
+            return self.group()
+        if t == "\\frac":
+            self.take()
+            if self.peek() != "{":
+                raise NeedSympy("frac")
+            num = self.group()
+            if self.peek() != "{":
+                raise NeedSympy("frac")
+            c = _pconst(self.group())
+            if c is None or c == 0:
+                raise NeedSympy("frac")
+            return {m: x / c for m, x in num.items()}
+        raise NeedSympy(t)
+
+
+def _mono_key(m: Mono) -> tuple:
+    return (-sum(k for _, k in m), [(v, -k) for v, k in m])
+
+
+def fmt_poly(p: Poly) -> str:
+    """Print a polynomial: terms by total degree, then variables (``x**2 + 2*x*y - 3/2``)."""
+    if not p:
+        return "0"
+    out = ""
+    for m, c in sorted(p.items(), key=lambda mc: _mono_key(mc[0])):
+        mono = "*".join(v if k == 1 else f"{v}**{k}" for v, k in m)
+        mag = abs(c)
+        body = mono if mag == 1 and mono else (f"{mag}*{mono}" if mono else str(mag))
+        out += ("-" if c < 0 else "+") + body if out else ("-" + body if c < 0 else body)
+    return out.replace("+", " + ").replace("-", " - ").strip().replace("- ", "-", 1) if out.startswith("-") \
+        else out.replace("+", " + ").replace("-", " - ")
+
+
+def fmt_poly_eq(p: Poly) -> str:
+    """An equation ``p = 0`` up to a nonzero factor: integer coefficients without common factor,
+    first term positive."""
+    den = math.lcm(*(c.denominator for c in p.values()))
+    num = math.gcd(*(int(c * den) for c in p.values()))
+    first = sorted(p.items(), key=lambda mc: _mono_key(mc[0]))[0][1]
+    k = Fraction(den, num) * (1 if first > 0 else -1)
+    return f"Eq({fmt_poly({m: c * k for m, c in p.items()})}, 0)"
+
+
+def poly_of(s: str) -> Poly:
+    """A polynomial with rational coefficients in single-letter variables; raises NeedSympy."""
+    if len(s) > 200:
+        raise NeedSympy(s)
+    ev = _PolyEval(s)
+    p = ev.expr()
+    if ev.peek() is not None:
+        raise NeedSympy(s)
+    return p
+
+
+def poly_piece(s: str) -> Piece:
+    """``structure`` leaf for a polynomial that is not a plain number (numbers: `eval_number`)."""
+    p = poly_of(s)
+    if _pconst(p) is not None:
+        raise NeedSympy(s)  # a number: eval_number's business (exact text, value leaf)
+    return fmt_poly(p), "", ()
+
+
+def equation_piece(s: str) -> Piece:
+    """``lhs = rhs`` of polynomials → ``Eq(…, 0)`` (see `fmt_poly_eq`); raises NeedSympy."""
+    sides = split_top(s, "=")
+    if len(sides) != 2 or not sides[0] or not sides[1]:
+        raise NeedSympy(s)
+    p = _padd(poly_of(sides[0]), poly_of(sides[1]), -1)
+    if _pconst(p) is not None:
+        raise NeedSympy(s)
+    return fmt_poly_eq(p), "", ()
