@@ -103,9 +103,10 @@ def test_workers_that_cannot_start_raise(python):
     pool.close()
 
 
-def test_runners_that_die_at_start_raise():
-    pool = CanonPool(1, 2.0, mem_mb=40)  # below what a forked sympy process needs to parse anything
-    with pytest.raises(MathWorkerError, match="self-check|canary"):
+def test_runners_that_die_at_start_raise(monkeypatch):
+    monkeypatch.setenv("AGENTLOOP_MATH_WORKER_FAULT", "runner-start")  # every forked runner exits at once
+    pool = CanonPool(1, 2.0)
+    with pytest.raises(MathWorkerError, match=r"failed its self-check .* exited with code 71"):
         pool.map([r"(z+1)^2"])
     pool.close()
 
@@ -153,16 +154,33 @@ def test_pathological_inputs_use_up_their_limit_and_the_worker_is_replaced(one):
     assert one.map(PAIRS[:2])[0] == one.map(PAIRS[1:2])[0]  # the replacement answers as before
 
 
-def test_the_limit_is_cpu_time_and_a_wall_clock_backstop_stops_what_never_gets_cpu():
+@pytest.fixture(scope="module")
+def evaluator() -> CanonPool:
+    """A pool whose runners evaluate Python expressions: items that sleep, spin or crash on demand."""
+    pool = CanonPool(1, 0.5, entry="builtins:eval")
+    yield pool
+    pool.close()
+
+
+def test_the_limit_is_cpu_time_and_a_wall_clock_backstop_stops_what_never_gets_cpu(evaluator):
     """An item that waits (no CPU) outlives the limit; one that computes is stopped by it; one that
     waits forever meets the backstop (3 * 0.5 + 5 s)."""
-    pool = CanonPool(1, 0.5, entry="builtins:eval")
-    try:
-        items = ["__import__('time').sleep(1.5) or 7", "sum(range(10**13))", "__import__('time').sleep(600)", "6*7"]
-        assert pool.map(items) == [7, None, None, 42]
-        assert (pool.counts["cpu"], pool.counts["wall"]) == (1, 1)
-    finally:
-        pool.close()
+    before = dict(evaluator.counts)
+    items = ["__import__('time').sleep(1.5) or 7", "sum(range(10**13))", "__import__('time').sleep(600)", "6*7"]
+    assert evaluator.map(items) == [7, None, None, 42]
+    assert (evaluator.counts["cpu"] - before.get("cpu", 0), evaluator.counts["wall"] - before.get("wall", 0)) == (1, 1)
+
+
+def test_a_crash_is_retried_once_and_only_a_repeated_one_is_the_items_fault(evaluator, tmp_path):
+    flag = tmp_path / "crash-once"
+    flag.touch()
+    os_ = "__import__('os')"
+    once = f"({os_}.remove({str(flag)!r}), {os_}.abort()) if {os_}.path.exists({str(flag)!r}) else 5"
+    always = "__import__('os').abort()"
+    before = dict(evaluator.counts)
+    assert evaluator.map([once, always, "1+1"]) == [5, None, 2]
+    spent = {k: evaluator.counts[k] - before.get(k, 0) for k in ("recovered", "crash", "ok")}
+    assert spent == {"recovered": 1, "crash": 1, "ok": 1}
 
 
 @pytest.mark.timeout(300)

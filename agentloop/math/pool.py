@@ -70,19 +70,21 @@ class _Server:
         try:
             msg = self.ch.recv(timeout)
         except TimeoutError:
-            raise self._broken(f"did not answer within {timeout:.0f} s while it was to {doing}") from None
+            raise self._broken(f"did not answer within {timeout:.0f} s while it was to {doing}", tail=True) from None
         except (EOFError, OSError):
-            raise self._broken(f"died while it was to {doing}") from None
+            raise self._broken(f"died while it was to {doing}", wait_s=5, tail=True) from None
         if msg[0] == "fatal":
-            raise self._broken(msg[1])
+            raise self._broken(msg[1], wait_s=5)
         return msg
 
-    def _broken(self, what: str) -> MathWorkerError:
-        """Kill the server and describe it in one line: the exit status and its last stderr line."""
-        self.kill()
+    def _broken(self, what: str, wait_s: float = 0.0, tail: bool = False) -> MathWorkerError:
+        """Stop the server and describe it in one line: how it exited (if it did) and its last stderr line."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(wait_s)  # a server that reported a fatal error or closed its end is exiting
         code = self.proc.returncode
-        status = f" (exit code {code})" if code is not None and code >= 0 else f" (signal {-code})" if code else ""
-        last = self._stderr_tail()
+        self.kill()
+        status = "" if code is None else f" (exit code {code})" if code >= 0 else f" (signal {-code})"
+        last = self._stderr_tail() if tail else ""
         self.stderr.close()
         return MathWorkerError(
             f"math workers ({' '.join(self.cmd[:3])}){status}: {what}" + (f"; its last words: {last}" if last else "")

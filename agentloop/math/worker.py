@@ -57,6 +57,7 @@ from collections.abc import Callable
 from typing import Any
 
 CANARY = r"\frac{(z+1)^2}{2}"  # must parse in every runner before it takes an item
+FAULT_ENV = "AGENTLOOP_MATH_WORKER_FAULT"  # tests only: "runner-start" makes every runner exit at start
 EXIT_MEMORY = 3  # a runner that hit MemoryError outside the parser's own error handling
 _HEADER = struct.Struct("<I")
 
@@ -291,6 +292,8 @@ def load(entry: str = ENTRY, seed: int = 0) -> tuple[Callable[[str], Any], Clean
 def run_runner(ch: Channel, parse: Callable[[str], Any], state: CleanState, cpu_s: float, mem_mb: int,
                fresh: bool) -> int:
     """A forked runner: canary, then one item at a time until the server closes the channel."""
+    if os.environ.get(FAULT_ENV) == "runner-start":
+        return 71  # a test's way to make every runner die at start
     if mem_mb > 0:
         limit = mem_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -364,8 +367,11 @@ class Server:
         try:
             _kind, result, _ = runner.ch.recv(self.wall_s)
         except (EOFError, TimeoutError) as e:
-            why = "did not answer" if isinstance(e, TimeoutError) else self._reap(runner)[1]
-            self._kill(runner)
+            if isinstance(e, TimeoutError):
+                why = "did not answer"
+                self._kill(runner)
+            else:
+                why = self._reap(runner)[1]  # reaped: never signal that pid again
             raise Fatal(f"a fresh math worker (pid {pid}) failed its self-check on {CANARY!r}: {why}; "
                         "check the memory limit (mem_mb) and that sympy and latex2sympy2 import cleanly") from None
         if result is None and self.strict:
