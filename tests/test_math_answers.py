@@ -53,6 +53,7 @@ decimal commas, rounded decimals of non-terminating fractions, a changed unit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -918,6 +919,10 @@ def all_cases() -> dict[str, list[Case]]:
     groups["gsm8k_corrections"] = correction_cases(g_items, 8)
     groups["gsm8k_cutoffs"] = cutoff_cases(g_items, GSM_FORMS, 4)
     groups["gsm8k_hedges"] = hedge_cases(g_items, 8)
+    # last_answer_wins only changes hedged replies: a sample of the others keeps its verdict under it
+    sample = [c for name in ("math500_forms", "gsm8k_forms") for c in groups[name][::10]] + \
+             [c for name in ("math500_perturbations", "gsm8k_perturbations") for c in groups[name][::5]]
+    groups["last_answer_wins"] = [dataclasses.replace(c, last_answer_wins=True) for c in sample]
     return groups
 
 
@@ -984,7 +989,7 @@ def _report(name: str, wrong: list, total: int, limit: int = 40) -> str:
 
 GROUPS = ["math500_forms", "math500_trailers", "math500_spellings", "math500_perturbations", "math500_cutoffs",
           "math500_corrections", "math500_hedges", "gsm8k_forms", "gsm8k_trailers", "gsm8k_spellings",
-          "gsm8k_perturbations", "gsm8k_cutoffs", "gsm8k_corrections", "gsm8k_hedges"]
+          "gsm8k_perturbations", "gsm8k_cutoffs", "gsm8k_corrections", "gsm8k_hedges", "last_answer_wins"]
 
 
 @pytest.mark.parametrize("group", GROUPS)
