@@ -164,12 +164,13 @@ def parse_number(s: str) -> Fraction | None:
 
 
 def decimal_comma(s: str) -> str | None:
-    """``1,22`` read with a decimal comma (``1.22``); None unless ``s`` is digits, one comma, digits.
+    """``1,22`` read with a decimal comma (``1.22``); None unless ``s`` is digits, one comma and at
+    least two digits (``-2,1`` and ``1,0`` are MATH-style lists of two answers).
 
     Alone, such a string is a list (``12,13``) or, with groups of three, thousands (``1,222``);
     `answers_equal` uses this reading only against an answer that is a single number.
     """
-    if not re.fullmatch(r"[-+]?\d+,\d+", s) or re.fullmatch(r"[-+]?[1-9]\d{0,2},\d{3}", s):
+    if not re.fullmatch(r"[-+]?\d+,\d\d+", s) or re.fullmatch(r"[-+]?[1-9]\d{0,2},\d{3}", s):
         return None
     return s.replace(",", ".")
 
