@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -362,6 +363,27 @@ def has_var(s: str) -> bool:
     return bool(re.search(r"(?<![\\a-zA-Z])[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", s)))
 
 
+def int_polynomial(gold: str) -> tuple[int, list[str]] | None:
+    """A polynomial with integer coefficients in one letter (``6r^2-4r-24``): the gcd of its
+    coefficients and its terms divided by it; None for anything else."""
+    if not re.fullmatch(r"[-+\s\d^a-zA-Z]+", gold) or len(set(re.findall(r"[a-zA-Z]", gold))) != 1 or "i" in gold:
+        return None
+    parsed = []
+    for t in terms_top(gold):
+        m = re.fullmatch(r"(-?)(\d*)([a-zA-Z](?:\^\d+)?)?", t.replace(" ", ""))
+        if m is None or not (m.group(2) or m.group(3)):
+            return None
+        parsed.append((m.group(1), int(m.group(2) or 1), m.group(3) or ""))
+    if len(parsed) < 2:
+        return None
+    content = math.gcd(*(c for _, c, _ in parsed))
+    terms = []
+    for sign, c, var in parsed:
+        c //= content
+        terms.append(f"{sign}{'' if c == 1 and var else c}{var}")
+    return content, terms
+
+
 def first_number(x: str) -> re.Match[str] | None:
     """The first integer literal in ``x`` that is not a subscript, an exponent, or part of a decimal."""
     for m in re.finditer(r"\d+", x):
@@ -537,6 +559,10 @@ def expr_spellings(item: Item) -> Iterator[tuple[str, str]]:
     elif (not any(c in g for c in ",=") and "\\pm" not in g and "\\begin" not in g and not is_text(g)
           and len(terms := terms_top(g)) >= 2):
         yield "terms_reordered", join_terms(terms[::-1])
+    if int_polynomial(g) is not None:
+        yield "exponent_braced", re.sub(r"\^(\d+)", r"^{\1}", g)
+        yield "explicit_times", re.sub(r"(\d)\s*([a-zA-Z])", r"\1 \\cdot \2", g)
+        # (a factored form, 2(3r^2 - 2r - 12), is left out: these questions ask for the expanded form)
     if m := re.fullmatch(r"(-?)\\d?frac\{([^{}]+)\}\{([^{}]+)\}", g):
         num, den = m.group(2).strip(), m.group(3).strip()
         num = num if re.fullmatch(r"[\w\\]+|\\sqrt\{\d+\}|\d+\\sqrt\{\d+\}", num) else f"({num})"
@@ -671,6 +697,11 @@ def expr_perturbations(item: Item) -> Iterator[tuple[str, str]]:
         last = terms[-1]
         yield "last_term_sign_flipped", join_terms([*terms[:-1], last[1:] if last.startswith("-") else f"-{last}"])
         yield "negated", join_terms([t[1:] if t.startswith("-") else f"-{t}" for t in terms])  # p - q → -p + q
+    if (poly := int_polynomial(g)) is not None and poly[0] > 1:  # 6r^2-4r-24 → 2(3r^2 - 2r - 11)
+        content, terms = poly
+        last = terms[-1]
+        if re.fullmatch(r"-?\d+", last):
+            yield "content_factored_off", f"{content}({join_terms([*terms[:-1], str(int(last) + 1)])})"
     if "=" in g and g.count("=") == 1 and re.search(r"(?<![\\a-zA-Z])x(?![a-zA-Z])", g) and \
             re.search(r"(?<![\\a-zA-Z])y(?![a-zA-Z])", g):  # y = 2x + 3 → x = 2y + 3
         yield "variables_swapped", re.sub(r"(?<![\\a-zA-Z])[xy](?![a-zA-Z])", lambda m: "yx"["xy".index(m[0])], g)
@@ -886,6 +917,8 @@ def all_cases() -> dict[str, list[Case]]:
     gen: list[Case] = []
     for it in m_items:
         for rule, ans in math_spellings(it):
+            if ans == it.gold:
+                continue  # the rule had nothing to change
             f = FORCED_FORM.get(rule) or MATH_FORMS[k % len(MATH_FORMS)]
             k += 1
             gen.append(make_case(it, "spelling", rule, f, ans))
