@@ -184,19 +184,23 @@ def test_a_crash_is_retried_once_and_only_a_repeated_one_is_the_items_fault(eval
 
 
 @pytest.mark.timeout(300)
-def test_results_under_cpu_load_equal_results_on_a_quiet_machine(one):
+def test_results_under_cpu_load_equal_results_on_a_quiet_machine(one, evaluator):
     items = [r"(x+1)^{12}", r"\sin^2 x + \cos^2 x", r"\frac{x^3-1}{x-1}", r"\sqrt{50} + \sqrt{18}", r"e^{i\pi}",
-             r"\binom{20}{10}", r"\tan^2 x + 1", r"(1+\sqrt{2})^{6}"]
+             r"\binom{20}{10}", r"\tan^2 x + 1", r"(1+\sqrt{2})^{6}", r"(x+1)^{200}", r"\sin^{10} x + \cos^{10} x"]
     quiet = one.map(items)
     assert all(r is not None for r in quiet)
-    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 1))]
+    # ~0.1 s of CPU each under a 0.5 s CPU limit: several times 0.5 s of wall time on the loaded machine
+    spinning = ["sum(range(5 * 10**6))"] * 3
+    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3 * (os.cpu_count() or 1))]
     try:
         loaded = one.map(items)
+        computed = evaluator.map(spinning)
     finally:
         for p in spin:
             p.kill()
             p.wait()
     assert loaded == quiet
+    assert computed == [sum(range(5 * 10**6))] * 3
 
 
 def test_concurrent_callers_each_get_their_own_results(one):
