@@ -33,6 +33,8 @@ Every case is a whole model reply graded by ``grade_answer(reply, gold, ...)`` a
 * **hedges**: MATH-500 "It is either $\\boxed{A}$ or $\\boxed{G}$." (single-answer golds) and GSM8K
   ``#### n±1`` then ``#### n`` fail by default and pass with ``last_answer_wins=True``; "The final
   answer is $n$ or $n±1$." fails; the same answer stated twice (box, then ``####``) passes.
+* **last_answer_wins**: a sample of forms and perturbations graded again with ``last_answer_wins=True``
+  keeps its verdict (the setting only changes hedged replies).
 * named special cases below (the SmolLM2 reply cut at ``max_tokens``, hedged ``####`` answers,
   several boxes for a set, a box corrected by a later final-answer sentence, no answer, relations).
 
@@ -40,10 +42,11 @@ Size (deterministic, no randomness): each gold in ``FORMS_PER_GOLD`` reply forma
 MATH-500 replies over 14 formats, 6595 GSM8K replies over 15: every format ~180 / ~440 times);
 spellings at most ``CAP_SPELLING`` cases per rule, perturbations at most ``CAP_PERTURBATION`` per rule,
 golds spread evenly over the dataset; trailers for every MATH-500 / 2nd GSM8K gold, cutoffs for every
-2nd / 4th, corrections for every 4th / 8th, hedges for every 8th GSM8K gold: about 17,400 graded
-replies in all (CPU: ~15 s in this process, mostly extraction, plus ~5 s of sympy in the pool
-workers). ``python tests/test_math_answers.py`` prints the exact counts per rule and lists every
-wrong verdict grouped by cause (extraction, gold-side grading, comparison).
+2nd / 4th, corrections for every 4th / 8th, hedges for every 4th / 8th gold, and a last_answer_wins
+sample: about 19,400 graded replies in all (13,600 must pass, 5,700 must fail). CPU: ~12 s in this
+process (mostly extraction) plus ~5 s of sympy in the pool workers. ``python
+tests/test_math_answers.py`` prints the exact counts per rule and lists every wrong verdict grouped by
+cause (extraction, gold-side grading, comparison).
 
 Rewrites that a grader may reasonably reject are left out on purpose: an interval written as an
 inequality (``(2,\\infty)`` as ``x > 2``), a base-``b`` answer written in decimal, a factored answer
