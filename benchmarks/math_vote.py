@@ -160,12 +160,11 @@ def _import_mv() -> Any:
     return grade
 
 
-def tree_cpu_s() -> float | None:
-    """CPU seconds of this process and all its live descendants (with the children they reaped),
-    from /proc: agentloop's pool workers are grandchildren (forked by the forkserver). None off Linux."""
+def _proc_table() -> dict[int, tuple[int, float]] | None:
+    """{pid: (parent pid, CPU seconds incl. reaped children)} from /proc; None off Linux."""
     try:
         tick = os.sysconf("SC_CLK_TCK")
-        stats: dict[int, tuple[int, float]] = {}
+        table: dict[int, tuple[int, float]] = {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
@@ -173,17 +172,31 @@ def tree_cpu_s() -> float | None:
                 except OSError:
                     continue
                 fields = raw[raw.rfind(")") + 2:].split()  # after "pid (comm) "
-                stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+                table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
     except (OSError, ValueError, IndexError):
         return None
-    tree, frontier = {os.getpid()}, [os.getpid()]
-    while frontier:
+    return table
+
+
+def _descendants(table: dict[int, tuple[int, float]] | None = None) -> list[int]:
+    """The live descendants of this process (agentloop's math workers show up here)."""
+    table = _proc_table() if table is None else table
+    tree, frontier = [], [os.getpid()]
+    while table and frontier:
         parent = frontier.pop()
-        for pid, (ppid, _) in stats.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    return sum(stats[pid][1] for pid in tree if pid in stats)
+        kids = [pid for pid, (ppid, _) in table.items() if ppid == parent]
+        tree += kids
+        frontier += kids
+    return tree
+
+
+def tree_cpu_s() -> float | None:
+    """CPU seconds of this process and all its live descendants (with the children they reaped):
+    agentloop's math workers are its children and grandchildren. None off Linux."""
+    table = _proc_table()
+    if table is None:
+        return None
+    return sum(table[pid][1] for pid in [os.getpid(), *_descendants(table)] if pid in table)
 
 
 def _cpu_delta(a: float | None, b: float | None) -> float | None:
@@ -283,6 +296,11 @@ def worker_vote(problems_file: str) -> dict[str, Any]:
     return {"import_s": t1 - t0, "vote_s": t2 - t1, "correct": correct}
 
 
+WARMUP = [("The final answer is \\( \\sin^2(x)+\\cos^2(x) \\).", "1"),
+          ("The final answer is \\( \\sec^2 y \\).", "\\tan^2 y + 1"),
+          ("The final answer is \\( \\int_0^1 x\\,dx \\).", "\\frac{1}{2}")]
+
+
 def worker_patho(cases_file: str, side: str = "agentloop") -> dict[str, Any]:
     """Each case timed; a line before and after each, so a hang is attributed to its case."""
     cases = json.loads(Path(cases_file).read_text())
@@ -293,14 +311,16 @@ def worker_patho(cases_file: str, side: str = "agentloop") -> dict[str, Any]:
         def grade(reply: str, gold: str) -> str:
             v = grade_answer(reply, gold)
             return f"passed={v.passed} answer={str(v.answer)[:40]!r} detail={v.detail[:70]!r}"
-        grade("The final answer is \\( (x+1)^2 \\).", "x^2+2x+1")  # needs sympy: starts the pool
+        for reply, gold in WARMUP:  # answers only sympy can compare: they start the worker processes
+            grade(reply, gold)
     else:
         from math_verify import parse, verify
 
         def grade(reply: str, gold: str) -> str:
             return f"passed={verify(parse(f'${gold}$'), parse(reply))}"
-        grade("The final answer is \\( (x+1)^2 \\).", "x^2+2x+1")
-    print("@@WARMUP@@" + json.dumps(time.perf_counter() - t0), flush=True)
+        for reply, gold in WARMUP:
+            grade(reply, gold)
+    print("@@WARMUP@@" + json.dumps([time.perf_counter() - t0, len(_descendants())]), flush=True)
     for c in cases:
         print("@@CASE@@" + json.dumps(c["name"]), flush=True)
         c0 = tree_cpu_s()
@@ -591,18 +611,18 @@ def patho(tmp: Path, timeout_s: float, mv_python: Path | None) -> bool:
         except subprocess.TimeoutExpired as e:
             stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
             stderr, hung = "", "?"
-        rows, warmup = [], None
+        rows, warmup, procs = [], None, 0
         for line in stdout.splitlines():
             if line.startswith("@@WARMUP@@"):
-                warmup = json.loads(line[len("@@WARMUP@@"):])
+                warmup, procs = json.loads(line[len("@@WARMUP@@"):])
             elif line.startswith("@@CASE@@") and hung is not None:
                 hung = json.loads(line[len("@@CASE@@"):])
             elif line.startswith("@@ROW@@"):
                 rows.append(json.loads(line[len("@@ROW@@"):]))
         if warmup is None:
             raise CannotMeasure(f"patho worker ({side}) failed before its first case: {(stderr or stdout)[-400:]}")
-        print(f"patho {side}: {len(cases)} inputs, one process (a warm-up grade first, {warmup:.1f} s:"
-              " import and pool start-up are not charged to the first input)")
+        print(f"patho {side}: {len(cases)} inputs, one process after {len(WARMUP)} warm-up grades ({warmup:.1f} s,"
+              f" leaving {procs} child processes: import and pool start-up are not charged to the first input)")
         for row in rows:
             cpu = "   n/a" if row.get("cpu_s") is None else f"{row['cpu_s']:6.2f}"
             print(f"  {row['s']:7.3f} s (CPU {cpu} s)  {row['name'][:48]:48s} ({row['chars']} chars) {row['outcome']}")
