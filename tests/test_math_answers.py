@@ -138,6 +138,7 @@ class Item:
     gold: str
     question: str
     preamble: str    # reasoning before the final answer
+    calc: str = ""   # GSM8K: the last calculator note's expression when its result is the gold ("9*2")
 
 
 def _unbox(text: str) -> str:
@@ -195,8 +196,14 @@ def math_items() -> list[Item]:
 @cache
 def gsm_items() -> list[Item]:
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines() if line.strip()]
-    return [Item(f"gsm8k/{i}", r["answer"].split("####")[-1].strip().replace(",", ""), r["question"],
-                 _gsm_preamble(r["answer"])) for i, r in enumerate(rows)]
+    items = []
+    for i, r in enumerate(rows):
+        gold = r["answer"].split("####")[-1].strip().replace(",", "")
+        notes = re.findall(r"<<([^<>=]+)=([^<>=]+)>>", r["answer"])
+        last = notes[-1] if notes else ("", "")
+        calc = last[0] if last[1].strip() == gold and re.search(r"\d\s*[-+*/]", last[0]) else ""
+        items.append(Item(f"gsm8k/{i}", gold, r["question"], _gsm_preamble(r["answer"]), calc))
+    return items
 
 
 # --- structure helpers ----------------------------------------------------------------------------
@@ -461,6 +468,11 @@ def uses_x(question: str) -> bool:
     return bool(re.search(r"\$[^$]*(?<![\\a-zA-Z])x(?![a-zA-Z])[^$]*\$", question))
 
 
+def tex_calc(expr: str) -> str:
+    """A GSM8K calculator expression as a model writes it in LaTeX (``9*2`` → ``9 \\times 2``)."""
+    return expr.replace("*", " \\times ").replace("/", " \\div ")
+
+
 def asks_for_money(question: str) -> bool:
     """Whether the question's last sentence asks for an amount of money (so ``\\$18`` is the same answer)."""
     last = re.split(r"(?<=[.!])\s+", question.strip())[-1].lower()
@@ -496,6 +508,8 @@ def gsm_spellings(item: Item, index: int) -> Iterator[tuple[str, str]]:
     if n is not None:
         yield "label_x", f"x = {g}"
         yield "decimal_point_zero", f"{g}.0"
+    if item.calc and re.fullmatch(r"[\d.+\-*/() ]+", item.calc):  # "9 \times 2 = 18": the value after the last =
+        yield "computation_chain", f"{tex_calc(item.calc)} = {g}"
     if n is not None and abs(n) >= 10_000 and 2 <= len(str(abs(n)).rstrip("0")) <= 3:
         digits = str(abs(n)).rstrip("0")
         mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
@@ -761,6 +775,8 @@ def gsm_perturbations(item: Item, index: int) -> Iterator[tuple[str, str]]:
     big = "big_" if abs(n) >= 100_000 else ""  # a rule of their own: never lost to the cap
     yield f"{big}plus_one", render(n + 1)
     yield f"{big}minus_one", render(n - 1)
+    if item.calc and re.fullmatch(r"[\d.+\-*/() ]+", item.calc):  # the computation right, the result wrong
+        yield "computation_chain_off", f"{tex_calc(item.calc)} = {n + 1}"
     if n != 0:
         yield "sign_flipped", render(-n)
         yield "times_ten", render(n * 10)
