@@ -20,7 +20,8 @@ signal (SIGPROF, default action: terminate) the kernel delivers when the runner 
 seconds of CPU on that item, however busy the machine is and even inside C code. A wall-clock
 backstop of ``3 * cpu_s + 5`` seconds kills a runner that cannot even get that much CPU.
 RLIMIT_AS (``mem_mb``) bounds memory. Outcomes per item: ``ok`` (the result, which may be None when
-nothing parses), ``cpu``, ``wall`` and ``memory`` (limits: the caller gets None), and ``crash``.
+nothing parses), ``error`` (the entry raised: None), ``cpu``, ``wall`` and ``memory`` (limits: the
+caller gets None), ``recovered`` (answered on the retry below) and ``crash``.
 A runner that dies any other way is not trusted to have been killed by its item: the item is
 retried once in a fresh runner, and every fresh runner first parses a canary answer; only an item
 that kills two fresh runners, each of which passed its canary, is reported as ``crash`` (None).
