@@ -38,6 +38,7 @@ from agentloop.math.normalize import (
     fast_scalar,
     has_percent,
     is_inexact,
+    is_tower,
     normalize,
     outer_group,
     parse_number,
@@ -132,7 +133,7 @@ def _canon_norms(norms: list[str]) -> list[Canon]:
         key = "\x00" + n
         if (hit := _STATE.cache.get(key)) is not None:
             found[n] = hit
-        elif len(n) > MAX_PARSE_CHARS:
+        elif len(n) > MAX_PARSE_CHARS or is_tower(n):
             found[n] = Canon(n)
         elif (quick := _fast(n)) is not None:
             found[n] = quick
