@@ -79,9 +79,9 @@ from agentloop.math.grade import grade_answer
 DATA = Path(os.environ.get("AGENTLOOP_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 MATH500, GSM8K = DATA / "math500.jsonl", DATA / "gsm8k-test.jsonl"
 
-FORMS_PER_GOLD = 5      # reply formats per gold (of 10 MATH-500 / 11 GSM8K), rotating
+FORMS_PER_GOLD = 5      # reply formats per gold (of 14 MATH-500 / 15 GSM8K), rotating
 CAP_SPELLING = 40       # cases per spelling rule per dataset
-CAP_PERTURBATION = 260   # cases per perturbation rule per dataset
+CAP_PERTURBATION = 260  # cases per perturbation rule per dataset
 
 
 # --- reply formats --------------------------------------------------------------------------------
