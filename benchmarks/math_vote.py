@@ -58,7 +58,9 @@ the benchmark creates ``~/.cache/agentloop/bench/math-verify-0.9.0`` (``$XDG_CAC
 with ``python -m venv`` and ``pip install math-verify==0.9.0`` on first use. If that install fails
 (no package index reachable), it says which command failed and exits 2.
 
-Exit status: 0 when every measured target is met, 1 when one is not, 2 when it could not measure.
+The result lines (each set's ratio inputs, ``ratio ...``, ``target ...``, ``patho max``) are printed
+again together under ``summary:`` at the end. Exit status: 0 when every measured target is met, 1
+when one is not, 2 when it could not measure (missing data, no math-verify venv).
 The machine it runs on may be shared: every ratio is between two sides measured in the same run.
 """
 
@@ -83,6 +85,19 @@ RATIO_TARGET = 2.0
 VOTE_TARGET_S = 60.0
 PATHO_TARGET_S = 3.0
 SECTIONS = ("compare", "vote", "patho", "profile")
+
+
+SUMMARY: list[str] = []  # the result lines, printed again together at the end
+
+
+def result(line: str) -> None:
+    """Print a result line (ratio, target, max) and keep it for the closing summary."""
+    print(line)
+    SUMMARY.append(line)
+
+
+class CannotMeasure(Exception):
+    """A side could not be run: the message is the one line printed before exiting 2."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,15 +129,15 @@ def math500_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def ours_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """math-verify options -> grade_answer keyword arguments: as scripts/math_verify_pairs.py maps them."""
+    """math-verify options -> grade_answer keyword arguments, by scripts/math_verify_pairs.py's own mapping."""
+    sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        sys.path.insert(0, str(ROOT / "scripts"))
         from math_verify_pairs import settings  # type: ignore[import-not-found]
-        return dict(settings(options))
-    except Exception:  # noqa: BLE001 - the script imports agentloop; without it, the same mapping
-        return {"precision": options["precision"]} if "precision" in options else {}
+    except Exception as e:  # no silent stand-in mapping: say what broke
+        raise CannotMeasure(f"scripts/math_verify_pairs.py does not import ({type(e).__name__}: {e})") from e
     finally:
         sys.path.pop(0)
+    return dict(settings(options))
 
 
 def mvsuite_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -355,10 +370,6 @@ def worker_main(argv: list[str]) -> None:
 # Parent: the math-verify venv, running workers, printing
 # ---------------------------------------------------------------------------------------------
 
-class CannotMeasure(Exception):
-    """A side could not be run: the message is the one line printed before exiting 2."""
-
-
 def default_mv_venv() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "agentloop" / "bench" / f"math-verify-{MV_VERSION}"
@@ -498,12 +509,12 @@ def compare(name: str, pairs: list[dict[str, Any]], mv_python: Path, rounds: int
     mv_cold = statistics.median(r["cold_s"] for r in mv_runs)
     ratio = mv_cold / ours_cold
     ours_cpu, mv_cpu = _med(ours_runs, "cold_cpu_s"), _med(mv_runs, "cold_cpu_s")
-    print(f"  ratio inputs (wall, cold = import + first pass): mathverify {mv_cold:.2f} s / agentloop {ours_cold:.2f} s"
-          f" = {ratio:.2f}; not the ratio: cold CPU"
-          + (f" {mv_cpu:.2f} / {ours_cpu:.2f} = {mv_cpu / ours_cpu:.2f}" if ours_cpu and mv_cpu else " n/a")
-          + f", warm {_med(mv_runs, 'warm_s'):.2f} / {_med(ours_runs, 'warm_s'):.2f} s (see the docstring)")
-    print(f"ratio math_check_vs_math_verify_{name} {ratio:.2f}")
-    print(f"target math_check_vs_math_verify_{name} >= {RATIO_TARGET}: {'PASS' if ratio >= RATIO_TARGET else 'FAIL'}")
+    result(f"{name} inputs (wall, cold = import + first pass): mathverify {mv_cold:.2f} s / agentloop {ours_cold:.2f} s"
+           f" = {ratio:.2f}; not the ratio: cold CPU"
+           + (f" {mv_cpu:.2f} / {ours_cpu:.2f} = {mv_cpu / ours_cpu:.2f}" if ours_cpu and mv_cpu else " n/a")
+           + f", warm {_med(mv_runs, 'warm_s'):.2f} / {_med(ours_runs, 'warm_s'):.2f} s (see the docstring)")
+    result(f"ratio math_check_vs_math_verify_{name} {ratio:.2f}")
+    result(f"target math_check_vs_math_verify_{name} >= {RATIO_TARGET}: {'PASS' if ratio >= RATIO_TARGET else 'FAIL'}")
     return ratio
 
 
@@ -558,7 +569,7 @@ def votes(truths: list[str], samples: int, tmp: Path) -> bool:
     print(f"vote: {len(truths)} problems x {samples} answers, majority_vote in a fresh process: {r['vote_s']:.1f} s"
           f" (pool start-up and a cold cache included; import {r['import_s']:.1f} s not included);"
           f" winner = the truth's canonical form for {r['correct']}/{len(truths)}")
-    print(f"target math_vote < {VOTE_TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'} ({r['vote_s']:.1f} s)")
+    result(f"target math_vote < {VOTE_TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'} ({r['vote_s']:.1f} s)")
     return ok
 
 
@@ -633,9 +644,9 @@ def patho(tmp: Path, timeout_s: float, mv_python: Path | None) -> bool:
         if side == "agentloop":
             ok = worst["s"] <= PATHO_TARGET_S
             cpu_worst = max((r for r in rows if r.get("cpu_s") is not None), key=lambda x: x["cpu_s"], default=None)
-            print(f"patho max {worst['s']:.2f} s ({worst['name']})" + (
+            result(f"patho max {worst['s']:.2f} s ({worst['name']})" + (
                 f"; max CPU {cpu_worst['cpu_s']:.2f} s, all processes ({cpu_worst['name']})" if cpu_worst else ""))
-            print(f"target patho each <= {PATHO_TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'}")
+            result(f"target patho each <= {PATHO_TARGET_S:.0f} s: {'PASS' if ok else 'FAIL'}")
         else:
             print(f"  (math-verify, for context only: max {worst['s']:.2f} s, {worst['name']})")
     return ok
@@ -679,10 +690,16 @@ def main() -> int:
     if sections - set(SECTIONS):
         ap.error(f"unknown section(s): {', '.join(sorted(sections - set(SECTIONS)))}")
     base = data_dir(args.data_dir)
+    unknown = set(args.sets.split(",")) - {"math500", "mvsuite"}
+    if unknown:
+        ap.error(f"unknown set(s): {', '.join(sorted(unknown))} (math500, mvsuite)")
     print(f"# data {base}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start"
           " (a shared machine slows both sides alike only on average)")
     failed = False
     try:
+        for f in ("math500.jsonl", "math-verify-0.9.0-tests.jsonl"):
+            if not (base / f).is_file():
+                raise CannotMeasure(f"{base / f} not found; point AGENTLOOP_DATA_DIR or --data-dir at the data")
         math500 = read_jsonl(base / "math500.jsonl")
         with tempfile.TemporaryDirectory(prefix="math_vote_") as t:
             tmp = Path(t)
@@ -707,6 +724,10 @@ def main() -> int:
         print(f"math_vote: cannot measure: {e}", flush=True)
         return 2
     print(f"# load average {os.getloadavg()[0]:.2f} at the end")
+    if SUMMARY:
+        print("summary:")
+        for line in SUMMARY:
+            print(f"  {line}")
     return 1 if failed else 0
 
 
