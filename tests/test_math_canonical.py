@@ -158,6 +158,8 @@ EQUAL_13 = [
     (r"[\begin{array}{cc}1 & 2 \\ 3 & 4\end{array}]", r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}"),
     (r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix} + \begin{pmatrix}5 & 6 \\ 7 & 8\end{pmatrix}",
      r"\begin{bmatrix}6 & 8 \\ 10 & 12\end{bmatrix}"),
+    ("[[1,2],[3,4]]", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}"), (r"\begin{pmatrix}x&2\\3&4\end{pmatrix}", "[[x,2],[3,4]]"),
+    (r"\begin{pmatrix}-1/3\\2/3\end{pmatrix}", r"\begin{pmatrix}-\frac{1}{3}\\ \frac{2}{3}\end{pmatrix}"),
     # trig, \cfrac, \left with doubled backslashes
     (r"\sec x", r"\frac{1}{\cos x}"), (r"\tan^2(y)+1", r"\sec^2(y)"), (r"\cfrac{1}{3}", "1/3"),
     (r"\\left( 3, \\frac{\\pi}{2} \\right)", r"(3, \frac{\pi}{2})"), (r"\( 3, \frac{\pi}{2} \)", r"(3,\pi/2)"),
@@ -174,7 +176,8 @@ UNEQUAL_13 = [
     ("x = 1", "y = 1"), ("x > 5", r"x \geq 5"), ("x < 1", "x > 1"), ("x = 1, y = 2", "x = 2, y = 1"),
     ("y = 2x + 3", "y = 2x - 3"), (r"\pm 2021", "2021"), (r"1 \text{ and } 2", r"\{1, 3\}"), ("(1,3)", "{1,3}"),
     (r"\begin{pmatrix}6 & 8 \\ 10 & 12\end{pmatrix}", r"\begin{pmatrix}6 & 8 \\ 10 & 13\end{pmatrix}"),
-    (r"1 - \frac{1}{e}", r"1 + \frac{1}{e}"), ("12:00", "1:00"), (r"\sec x", r"\cos x"), (r"3 \text{ apples}", "4"),
+    (r"1 - \frac{1}{e}", r"1 + \frac{1}{e}"), ("[[1,2],[3,4]]", r"\begin{bmatrix}1&2\\3&5\end{bmatrix}"),
+    ("[[1,2],[3,4]]", "[[1,3],[2,4]]"), ("12:00", "1:00"), (r"\sec x", r"\cos x"), (r"3 \text{ apples}", "4"),
     (r"(p,q)=(3,2)", "(2,3)"), ("|x| < 2", r"(-\infty,2)"), (r"1\leq|z|\leq 2", "[1,2]"), (r"x \in [-2,7]", "[-2,7)"), ("f(x)", "f(y)"),
 ]
 

@@ -355,6 +355,11 @@ def structure(s: str, scalar: Callable[[str], Piece], depth: int = 0) -> Piece:
     ``scalar`` canonicalizes the leaves (raises `NeedSympy` or ValueError when it cannot)."""
     if depth > 20 or not s:
         raise ValueError("too deep or empty")
+    m = re.fullmatch(r"\\begin\{pmatrix\}(.*)\\end\{pmatrix\}", s)
+    if m and "\\begin" not in m.group(1) and "," not in m.group(1):  # one matrix: as a list of rows
+        rows = [r for r in m.group(1).split("\\\\") if r.strip()]
+        if len(rows) >= 2:
+            return structure("[" + ",".join("[" + ",".join(r.split("&")) + "]" for r in rows) + "]", scalar, depth + 1)
     if (items := set_items(s)) is not None:
         flat = [x for i in items for x in ((i.replace("\\pm", "+"), i.replace("\\pm", "-"))
                                           if i.count("\\pm") == 1 and not re.search(r"[=<>]", i) else (i,))]
@@ -369,6 +374,15 @@ def structure(s: str, scalar: Callable[[str], Piece], depth: int = 0) -> Piece:
                            structure(s.replace("\\pm", "-"), scalar, depth + 1)])
     if (g := outer_group(s)) is not None and g[0] != "{":
         parts = split_top(g[1], ",")
+        rows = [outer_group(p.strip()) for p in parts]
+        if g[0] == "[" and len(parts) >= 2 and all(r is not None and r[0] == "[" for r in rows):
+            cells = [split_top(r[1], ",") for r in rows if r is not None]  # [[1,2],[3,4]]: a matrix
+            if len({len(c) for c in cells}) == 1:
+                pieces = [structure(x, scalar, depth + 1) for c in cells for x in c]
+                nums = tuple(x for p in pieces for x in p[2])
+                head = f"Matrix{len(cells)}x{len(cells[0])}"
+                return (head + "[" + ", ".join(p[0] for p in pieces) + "]",
+                        head + "[" + ", ".join(p[1] or p[0] for p in pieces) + "]" if nums else "", nums)
         if len(parts) == 1 and len(semi := split_top(g[1], ";")) > 1:
             parts = semi
         if len(parts) == 2 and (g[0] + g[2] != "()"):
