@@ -43,7 +43,7 @@ MATH-500 replies over 14 formats, 6595 GSM8K replies over 15: every format ~180 
 spellings at most ``CAP_SPELLING`` cases per rule, perturbations at most ``CAP_PERTURBATION`` per rule,
 golds spread evenly over the dataset; trailers for every MATH-500 / 2nd GSM8K gold, cutoffs for every
 2nd / 4th, corrections for every 4th / 8th, hedges for every 4th / 8th gold, and a last_answer_wins
-sample: about 19,400 graded replies in all (13,600 must pass, 5,700 must fail). CPU: ~12 s in this
+sample: about 19,700 graded replies in all (13,700 must pass, 6,000 must fail). CPU: ~12 s in this
 process (mostly extraction) plus ~5 s of sympy in the pool workers. ``python
 tests/test_math_answers.py`` prints the exact counts per rule and lists every wrong verdict grouped by
 cause (extraction, gold-side grading, comparison).
