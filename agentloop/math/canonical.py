@@ -286,7 +286,7 @@ def analyze(n: str) -> Form:
             return Form(sides[-1], "label", sides[0], whole=n)
         if len(sides) == 2 and is_label(sides[1]):
             return Form(sides[0], "label", sides[1], whole=n)
-        if len(sides) >= 3 or not re.search(r"[a-zA-Z]", re.sub(r"\\(?:frac|sqrt|pi|cdot|times)", "", n)):
+        if len(sides) >= 3 or not re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", n)):
             return Form(sides[-1], "label", None, whole=n)  # 1/2 = 10/9, 1 = a = 0: the last value stated
         return Form(n, "rel", whole=n)
     if ops == ["\\in"] and is_label(sides[0]):

@@ -323,7 +323,7 @@ def fast_scalar(s: str) -> Piece:
         return m.group(1), m.group(1), ()
     if _WORD.fullmatch(s) and len(s.replace(" ", "")) >= 3:
         return s.lower(), s.lower(), ()  # "Evelyn", "even": words, not products of symbols
-    if re.fullmatch(r"[-+*/^{}()=a-zA-Z0-9. ]*(?:\\frac|\\cdot|\\times)?[-+*/^{}()=a-zA-Z0-9. \\]*", s):
+    if re.fullmatch(r"[-+*/^{}()=a-zA-Z0-9. ]*(?:\\frac|\\cdot|\\times|\\div)?[-+*/^{}()=a-zA-Z0-9. \\]*", s):
         return equation_piece(s) if "=" in s else poly_piece(s)
     raise NeedSympy(s)
 
@@ -401,7 +401,7 @@ def structure(s: str, scalar: Callable[[str], Piece], depth: int = 0) -> Piece:
 # ---------------------------------------------------------------------------------------------
 # a small exact evaluator for number-only expressions (3\sqrt{13}, \frac{\pi}{6}, 2^{10}-1)
 
-_TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\\pi(?![a-zA-Z])|\\sqrt|\\frac|\\cdot|\\times|[-+*/^{}()\[\]])")
+_TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\\pi(?![a-zA-Z])|\\sqrt|\\frac|\\cdot|\\times|\\div|[-+*/^{}()\[\]])")
 Val = Fraction | float
 
 
@@ -441,10 +441,10 @@ class _Eval:
     def term(self) -> Val:
         v = self.unary()
         while (t := self.peek()) is not None and t not in ("+", "-", "}", ")", "]"):
-            if t in ("*", "\\cdot", "\\times", "/"):
+            if t in ("*", "\\cdot", "\\times", "/", "\\div"):
                 self.take()
                 w = self.unary()
-                if t == "/":
+                if t in ("/", "\\div"):
                     if w == 0:
                         raise NeedSympy("division by zero")
                     v = v / w
@@ -542,7 +542,7 @@ def _pow(base: Val, exp: Val) -> Val:
 
 def eval_number(s: str) -> Piece:
     """A number-only expression → its piece (exact text when rational); raises NeedSympy."""
-    if len(s) > 2000 or not re.search(r"\\pi|\\sqrt|\\frac|\^|[*+/-]|\\cdot|\\times|\d\(|\)\(", s):
+    if len(s) > 2000 or not re.search(r"\\pi|\\sqrt|\\frac|\^|[*+/-]|\\cdot|\\times|\\div|\d\(|\)\(", s):
         raise NeedSympy(s)
     ev = _Eval(s)
     v = ev.expr()
@@ -561,7 +561,7 @@ def eval_number(s: str) -> Piece:
 
 Mono = tuple[tuple[str, int], ...]
 Poly = dict[Mono, Fraction]
-_PTOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\\frac|\\cdot|\\times|[a-zA-Z]|[-+*/^{}()])")
+_PTOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\\frac|\\cdot|\\times|\\div|[a-zA-Z]|[-+*/^{}()])")
 _NOT_VARS = {"e", "i", "E", "I"}
 MAX_TERMS = 200
 
@@ -626,10 +626,10 @@ class _PolyEval:
     def term(self) -> Poly:
         v = self.unary()
         while (t := self.peek()) is not None and t not in ("+", "-", "}", ")"):
-            if t in ("*", "\\cdot", "\\times", "/"):
+            if t in ("*", "\\cdot", "\\times", "/", "\\div"):
                 self.take()
                 w = self.unary()
-                if t == "/":
+                if t in ("/", "\\div"):
                     c = _pconst(w)
                     if c is None or c == 0:
                         raise NeedSympy("division")
