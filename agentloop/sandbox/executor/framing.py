@@ -17,9 +17,15 @@ def read_exact(fd, n):
 
 
 def write_blob(fd, data):
-    view = memoryview(struct.pack(">I", len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
+    """One frame: its length and payload in one writev() (no copy of a large payload to join them)."""
+    head = struct.pack(">I", len(data))
+    total = 4 + len(data)
+    sent = os.writev(fd, (head, data))
+    while sent < total:  # a full pipe or socket took part of it
+        if sent < 4:
+            sent += os.write(fd, head[sent:])
+        else:
+            sent += os.write(fd, memoryview(data)[sent - 4:])
 
 
 def read_blob(fd, cap=None):
