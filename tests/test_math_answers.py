@@ -832,6 +832,8 @@ def cutoff_cases(items: list[Item], forms: list[str], step: int) -> list[Case]:
             out.append(Case(it.source, "cutoff", "unstated", "-", "", it.gold, it.preamble + cut, False, "length"))
         f = forms[i % len(forms)]
         c = make_case(it, "cutoff", "stated", f, it.gold)
+        if cut.startswith(" ") and re.fullmatch(r"[A-Za-z ]+", c.reply[-len(c.answer) - 1:].strip() or "0"):
+            cut = CUT[0]  # "Answer: ellipse Let me verify...": where a plain-word answer ends is a guess
         out.append(Case(c.source, c.kind, c.rule, c.form, c.answer, c.gold, c.reply + cut, True, "length"))
     return out
 

@@ -676,6 +676,8 @@ def _sentence_statement(lx: _Lexed) -> Statement | None:
         anchors = [m for m in _ANCHORS.finditer(masked) if not (m.group(0) == ":" and m.start() == len(masked) - 1)]
         after_last = [it for it in items if anchors and it[0] >= a + anchors[-1].end()]
         if after_last and _only_fillers(masked[anchors[-1].end():after_last[0][0] - a]):
+            if b >= end and _goes_on(lx.text[a:b], masked[after_last[0][1] - a:]):
+                return None  # "... 7 * 2 = 14, then subtract 5 from": working that stops mid-sentence
             return _statement_from(lx, after_last[0][0], b, "sentence")  # "... is 2/3.", "there are 12 ways"
         tail = masked[items[-1][1] - a:]
         if _AFTER.match(tail):  # "$x \geq 5$ is the solution."
@@ -684,6 +686,14 @@ def _sentence_statement(lx: _Lexed) -> Statement | None:
             return _statement_from(lx, items[-1][0], b, "sentence")  # "Therefore, ... increases by 100%."
         return None
     return None
+
+
+def _goes_on(sentence: str, tail: str) -> bool:
+    """Whether the reply's unterminated last sentence goes on past its value (a clause after a comma,
+    or more than three words): the value is working in progress, not a conclusion."""
+    if sentence.rstrip().endswith((".", "!", "?")):
+        return False
+    return "," in tail or len(re.findall(r"[A-Za-z]+", tail)) > 3
 
 
 def _only_fillers(gap: str) -> bool:
