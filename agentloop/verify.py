@@ -20,6 +20,7 @@ import anyio
 import structlog
 
 from agentloop.attempt import Attempt, AttemptKind
+from agentloop.errors import MathWorkerError
 from agentloop.feedback import feedback_message
 from agentloop.math.canonical import canonical_answer
 from agentloop.math.grade import AnswerVerdict, grade_answer
@@ -77,13 +78,18 @@ async def graded_math_attempt(task: Task, text: str, *, last_answer_wins: bool =
     would: the reply's stated final answer against the task's answer, the reply's finish_reason
     (from ``extra``) applied, hedged replies failed unless ``last_answer_wins``. `code` holds the
     graded answer's canonical form (what votes compare; None when the reply states no single
-    answer), ``extra["answer"]`` the answer as written; a reply with none is `failed`."""
+    answer), ``extra["answer"]`` the answer as written; a reply with none is `failed`. A checker
+    that cannot answer (`MathWorkerError`) makes the attempt `infra_error`, keeping the reply."""
     started = time.monotonic()
     extra = dict(fields.pop("extra", None) or {})
     finish = extra.get("finish_reason")
     finish_reason = finish if isinstance(finish, str) else "stop"
-    verdict, canon = await anyio.to_thread.run_sync(_grade_math, text, task.answer or "", finish_reason,
-                                                    last_answer_wins)
+    try:
+        verdict, canon = await anyio.to_thread.run_sync(_grade_math, text, task.answer or "", finish_reason,
+                                                        last_answer_wins)
+    except MathWorkerError as e:  # the checker could not answer: never a verdict, the reply is kept
+        return Attempt(**fields, task_id=task.id, kind=AttemptKind.INFRA_ERROR, finished_at=time.time(),
+                       completion=text, code=None, verdict=None, extra=extra, error=f"math checker: {e}")
     extra["answer"] = verdict.answer
     detail = verdict.detail if canon is None else f"answer {canon!r:.200}: {verdict.detail}"
     result = ExecResult(Verdict.PASSED if verdict.passed else Verdict.FAILED, round(time.monotonic() - started, 6),

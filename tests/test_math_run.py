@@ -167,3 +167,25 @@ def test_last_answer_wins_is_a_math_setting_in_the_config_file(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text("[math]\nlast_answer_wins = true\n")
     assert load_config(path).math.last_answer_wins is True
+
+
+@pytest.mark.anyio
+async def test_a_math_checker_that_cannot_answer_is_an_infra_error(monkeypatch):
+    """Workers that die at start: the attempt is infra_error with the reply kept, never failed."""
+    from agentloop.attempt import AttemptKind
+    from agentloop.math import configure
+    from agentloop.verify import graded_math_attempt
+
+    task = next(iter(GSM.values()))
+    monkeypatch.setenv("AGENTLOOP_MATH_WORKER_FAULT", "runner-start")
+    configure()  # a fresh pool: its workers see the fault hook
+    try:
+        reply = "The final answer is $\\sin^2 x + \\cos^2 x + 17$."  # needs sympy: goes to the workers
+        a = await graded_math_attempt(task, reply, strategy="s", chain=0, turn=0, messages=[], started_at=0.0)
+        assert a.kind is AttemptKind.INFRA_ERROR and a.verdict is None, a
+        assert a.completion == reply and a.error.startswith("math checker: "), a.error
+    finally:
+        monkeypatch.delenv("AGENTLOOP_MATH_WORKER_FAULT")
+        configure()
+    a = await graded_math_attempt(task, reply, strategy="s", chain=0, turn=0, messages=[], started_at=0.0)
+    assert a.kind is AttemptKind.COMPLETED and a.verdict is not None and a.verdict.value == "passed"
