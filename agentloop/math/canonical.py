@@ -4,8 +4,9 @@ Two stages. ``normalize`` (pure string work, in this process) removes spelling d
 reads plain numbers exactly (``Fraction``); numbers, number-only tuples/sets/intervals, words and
 choice letters never leave this process. Everything else goes to a pool worker, which parses the
 string with latex2sympy2, simplifies it with sympy and prints it back (`agentloop.math._sym`).
-A parse failure, a crash or the hard timeout (default 2 s per item) falls back to the normalized
-string, so equal strings still compare equal.
+A parse failure or an item over its limit (default 2 CPU seconds, see `agentloop.math.worker`) falls
+back to the normalized string, so equal strings still compare equal; a pool that cannot answer at
+all raises `MathWorkerError` (never a string-comparison verdict it did not compute).
 
 Numbers (see `numbers_equal`): two integers compare exactly (``1450000`` is not ``1450001``,
 however large). A tolerance applies only when a value is not an integer: if either answer is
@@ -102,7 +103,7 @@ atexit.register(_STATE.close)
 
 
 def configure(workers: int = 2, timeout_s: float = 2.0, cache_size: int = 200_000) -> None:
-    """Set the pool size and the per-item timeout (restarts the pool; keeps the cache)."""
+    """Set the pool size and the per-item limit in CPU seconds (restarts the pool; keeps the cache)."""
     _STATE.close()
     _STATE.workers, _STATE.timeout_s, _STATE.max_cache = workers, timeout_s, cache_size
 
