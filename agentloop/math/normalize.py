@@ -405,16 +405,19 @@ _TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\\pi(?![a-zA-Z])|\\sqrt|\\frac|\\cdot|\\
 Val = Fraction | float
 
 
-class _Eval:
-    """Recursive descent over + − · / ^, \\frac, \\sqrt (and \\sqrt[n]), \\pi, implicit products.
-    Exact (`Fraction`) while possible, float once an irrational enters; anything else → NeedSympy."""
+class _Tokens:
+    """A token cursor for the recursive-descent readers below: ``TOKEN`` (group 1 is the token)
+    must match the whole string, and a token in ``REJECT`` sends it to sympy."""
+
+    TOKEN: re.Pattern[str]
+    REJECT: frozenset[str] | set[str] = frozenset()
 
     def __init__(self, s: str) -> None:
         self.toks: list[str] = []
         pos = 0
         while pos < len(s):
-            m = _TOKEN.match(s, pos)
-            if not m:
+            m = self.TOKEN.match(s, pos)
+            if not m or m.group(1) in self.REJECT:
                 raise NeedSympy(s)
             self.toks.append(m.group(1))
             pos = m.end()
@@ -429,6 +432,13 @@ class _Eval:
             raise NeedSympy(want or "")
         self.i += 1
         return t
+
+
+class _Eval(_Tokens):
+    """Recursive descent over + − · / ^, \\frac, \\sqrt (and \\sqrt[n]), \\pi, implicit products.
+    Exact (`Fraction`) while possible, float once an irrational enters; anything else → NeedSympy."""
+
+    TOKEN = _TOKEN
 
     def expr(self) -> Val:
         v = self.term()
@@ -594,27 +604,9 @@ def _pconst(p: Poly) -> Fraction | None:
     return p.get((), None) if len(p) == 1 and () in p else None
 
 
-class _PolyEval:
-    def __init__(self, s: str) -> None:
-        self.toks: list[str] = []
-        pos = 0
-        while pos < len(s):
-            m = _PTOKEN.match(s, pos)
-            if not m or m.group(1) in _NOT_VARS:
-                raise NeedSympy(s)
-            self.toks.append(m.group(1))
-            pos = m.end()
-        self.i = 0
-
-    def peek(self) -> str | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self, want: str | None = None) -> str:
-        t = self.peek()
-        if t is None or (want is not None and t != want):
-            raise NeedSympy(want or "")
-        self.i += 1
-        return t
+class _PolyEval(_Tokens):
+    TOKEN = _PTOKEN
+    REJECT = _NOT_VARS
 
     def expr(self) -> Poly:
         v = self.term()
