@@ -48,3 +48,14 @@ class MathWorkerError(AgentloopError):
 
     Never a wrong verdict in disguise: the pool raises this instead of falling back to strings.
     """
+
+
+class ContextLengthExceeded(InfraError):
+    """The server refused the request because the prompt (plus max_tokens) does not fit the
+    model's context (vLLM: HTTP 400 "maximum context length ..."). An infra error for a single
+    generation; in an agent episode it ends the episode, which is then graded on its state."""
+
+
+class WorkspaceError(InfraError):
+    """An episode's workspace (its container and step server) stopped answering or could not start.
+    Never the agent's verdict: the step is logged as `infra_error`."""
