@@ -45,6 +45,7 @@ FLAG_FIELDS = {
     "splits": "splits", "budget": "budget", "budget_unit": "budget_unit", "feedback_chars": "revision.feedback_chars",
     "adaptive": "adaptive.enabled", "adaptive_table": "adaptive.table", "probe": "adaptive.probe",
     "scorer": "scorer.kind", "last_answer_wins": "math.last_answer_wins",
+    "agent_protocol": "agent.protocol", "step_timeout": "agent.step_timeout_s",
 }
 
 
@@ -59,7 +60,8 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--runs-dir", help="where run directories are created (default: runs)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
     g = p.add_argument_group("strategies (sequential revision vs parallel sampling)")
-    g.add_argument("--splits", help="comma-separated N:M splits (N chains × up to M turns), e.g. 8:1,2:4,1:8")
+    g.add_argument("--splits", help="comma-separated N:M splits (N chains × up to M turns) and agent:NxM "
+                                    "(N agent episodes × up to M steps), e.g. 8:1,2:4,1:8,agent:2x4")
     g.add_argument("--budget", type=int, help="per task and strategy, in --budget-unit")
     g.add_argument("--budget-unit", choices=("generations", "tokens"))
     g.add_argument("--feedback-chars", type=int, help="cap on one feedback message (default 1200)")
@@ -72,6 +74,9 @@ def _run_parser(sub: Any) -> None:
     g.add_argument("--last-answer-wins", action="store_true", default=None,
                    help="math: grade a reply that states several different final answers by its last one "
                         "(default: it fails as hedging)")
+    g.add_argument("--agent-protocol", choices=("text", "tools"),
+                   help="agent episodes: one ```bash block per reply (text, default) or OpenAI tool calls (tools)")
+    g.add_argument("--step-timeout", type=float, help="agent episodes: seconds one action may run (default 10)")
     m = p.add_argument_group("model")
     m.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     m.add_argument("--model", help="served model name")

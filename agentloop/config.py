@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin
 
+from agentloop.agent.config import AgentConfig
 from agentloop.errors import ConfigError
 from agentloop.math.scorers import ScorerConfig
 from agentloop.model.config import ModelConfig, SamplingParams
@@ -89,6 +90,8 @@ class RunConfig:
     the policy model itself; "reward" a reward model behind vLLM's /pooling)."""
     math: MathConfig = field(default_factory=MathConfig)
     """Math: how replies are graded (`[math] last_answer_wins = true` restores "last answer wins")."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """Agent episodes (`agent:NxM` splits): action protocol, step and episode limits."""
     runs_dir: str = "runs"
     """Where new run directories are created."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -242,6 +245,7 @@ def validate(cfg: RunConfig, where: str = "config", flags: Mapping[str, str] | N
         (cfg.splits is None or len(cfg.splits) >= 1, "splits", "a non-empty list of 'N:M' strings"),
         (not cfg.adaptive.enabled or cfg.adaptive.table is not None or bool(cfg.splits), "splits",
          "given when adaptive is enabled without a table (the first fold's splits build it)"),
+        *cfg.agent.problems(),
     ]
     for ok, name, expected in checks:
         if not ok:

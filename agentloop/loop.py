@@ -17,12 +17,13 @@ from typing import Any
 
 import anyio
 
+from agentloop.agent.config import AgentConfig
 from agentloop.attempt import Attempt, AttemptKind
 from agentloop.config import RevisionConfig
 from agentloop.errors import InfraError
 from agentloop.feedback import MATH_REVISION_PROMPT, revision_messages
 from agentloop.model.client import Completion, ModelClient
-from agentloop.sandbox.types import Sandbox, Verdict
+from agentloop.sandbox.types import Sandbox, Verdict, Workspaces
 from agentloop.strategy import Request, slot_seed
 from agentloop.tasks.model import Suite, Task
 from agentloop.verify import graded_attempt
@@ -46,6 +47,10 @@ class Context:
     """Math: (problem, solution) → score for weighted voting and best-of-n."""
     last_answer_wins: bool = False
     """Math: grade a hedged reply by its last final answer (`[math] last_answer_wins`)."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """Agent episodes: protocol and limits (`[agent]`)."""
+    workspaces: Workspaces | None = None
+    """Agent episodes: where each episode gets its workspace (None: the run has no agent split)."""
 
 
 def first_messages(suite: Suite, task: Task) -> list[dict[str, Any]]:

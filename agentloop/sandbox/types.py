@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
@@ -67,3 +68,36 @@ class Sandbox(Protocol):
     async def run(self, program: str, timeout_s: float) -> ExecResult:
         """Run one plain program."""
         ...
+
+
+class StepOutput(Protocol):
+    """How one action in a workspace ended (agentloop.sandbox.workspace.StepResult)."""
+
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+    @property
+    def files(self) -> Mapping[str, str | None]: ...
+
+
+class Workspace(Protocol):
+    """An agent episode's place to act: files persist across steps, processes do not. Raises
+    `WorkspaceError` when it cannot answer (never a made-up result)."""
+
+    async def run(self, command: str, timeout_s: float, *, kind: str = "bash",
+                  read: Sequence[str] = ("solution.py",)) -> StepOutput: ...
+
+    async def write(self, files: Mapping[str, str]) -> None: ...
+
+    async def read(self, paths: Sequence[str]) -> dict[str, str | None]: ...
+
+
+class Workspaces(Protocol):
+    """Hands out fresh workspaces: `async with pool.workspace(files) as ws:` (destroyed on exit)."""
+
+    def workspace(self, files: Mapping[str, str]) -> AbstractAsyncContextManager[Workspace]: ...
