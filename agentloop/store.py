@@ -4,6 +4,12 @@ Attempts are queued and written in batches by one background task through a work
 the event loop never blocks on disk; a batch is committed within `flush_s` of its first attempt,
 so killing the process loses at most the attempts in flight. A partial unique index makes a
 completed (task, chain, turn) impossible to record twice, which is what makes `--resume` safe.
+
+Prompts are content-addressed: an attempt keeps the hash of its full message list (sha256 of its
+compact JSON). Schema version 2 stores each list as a delta: the messages after the longest list
+already stored that is a proper prefix of it (its `parent`), so a chain or an episode whose prompt
+grows step by step stores each message once, not once per step. Version 1 stored every list in
+full (parent NULL); such run dirs read as they are and become version 2 when a writer resumes them.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,14 +31,16 @@ from agentloop.sandbox.types import ExecResult, Verdict
 from agentloop.tasks.model import Task
 
 DB_NAME = "attempts.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: messages rows are deltas against a parent (a stored proper prefix). 1: full lists only."""
+_READABLE_VERSIONS = (1, 2)
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
   id TEXT PRIMARY KEY, position INTEGER NOT NULL, data TEXT NOT NULL, time_limit_s REAL);
-CREATE TABLE IF NOT EXISTS messages (hash TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (hash TEXT PRIMARY KEY, json TEXT NOT NULL, parent TEXT);
 CREATE TABLE IF NOT EXISTS attempts (
   id INTEGER PRIMARY KEY, strategy TEXT NOT NULL, task_id TEXT NOT NULL, chain INTEGER NOT NULL,
   turn INTEGER NOT NULL, kind TEXT NOT NULL, messages_hash TEXT NOT NULL, request_id TEXT,
@@ -71,6 +80,40 @@ def _messages_key(messages: list[dict[str, Any]]) -> tuple[str, str]:
     return hashlib.sha256(text.encode()).hexdigest()[:32], text
 
 
+_EMPTY_KEY = _messages_key([])[0]
+_IN_CHUNK = 500
+"""Hashes per `IN (...)` query (SQLite's oldest variable limit is 999)."""
+_CACHE_CHARS = 32_000_000
+"""Full message texts a reader keeps while it rebuilds lists from their deltas."""
+
+
+class _Prompt:
+    """A message list as the store keys it: each message's compact JSON and the hash of every
+    prefix (`keys[i]` is the hash of the first i + 1 messages; `key` that of the whole list)."""
+
+    __slots__ = ("key", "keys", "pieces")
+
+    def __init__(self, messages: list[dict[str, Any]]):
+        # The compact JSON of a list is "[" + ",".join(items) + "]": one running sha256 gives the
+        # hash of every prefix (copy, add "]") in one pass over the text.
+        self.pieces = [_dumps(m) for m in messages]
+        self.keys: list[str] = []
+        h = hashlib.sha256()
+        for i, piece in enumerate(self.pieces):
+            h.update((("," if i else "[") + piece).encode())
+            prefix = h.copy()
+            prefix.update(b"]")
+            self.keys.append(prefix.hexdigest()[:32])
+        self.key = self.keys[-1] if self.keys else _EMPTY_KEY
+
+    def row(self, known: set[str]) -> tuple[str, str, str | None]:
+        """(hash, json, parent): the messages after the longest proper prefix in `known`."""
+        for i in range(len(self.pieces) - 2, -1, -1):
+            if self.keys[i] in known:
+                return self.key, "[" + ",".join(self.pieces[i + 1:]) + "]", self.keys[i]
+        return self.key, "[" + ",".join(self.pieces) + "]", None
+
+
 def _row(a: Attempt, messages_hash: str) -> tuple[Any, ...]:
     return (
         a.strategy, a.task_id, a.chain, a.turn, a.kind.value, messages_hash,
@@ -98,9 +141,10 @@ def _attempt(r: tuple[Any, ...]) -> Attempt:
 class AttemptStore:
     """Synchronous core (used from one worker thread at a time) plus an async batched writer."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection):
+    def __init__(self, path: Path, conn: sqlite3.Connection, version: int = SCHEMA_VERSION):
         self.path = path
         self._conn = conn
+        self._version = version
         self.duplicates_ignored = 0
 
     # -- opening ---------------------------------------------------------------------------
@@ -142,9 +186,13 @@ class AttemptStore:
             version = store.get_meta("schema_version")
             if version is None:
                 raise RunDirError(f"{path}: no schema version recorded (half-written run dir); start a new run")
-            if version != SCHEMA_VERSION:
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                raise RunDirError(f"{path}: schema version {version}, newer than this agentloop reads "
+                                  f"(up to {SCHEMA_VERSION}): upgrade agentloop")
+            if type(version) is not int or version not in _READABLE_VERSIONS:
                 raise RunDirError(f"{path}: schema version {version!r}, expected {SCHEMA_VERSION} "
                                   "(made by another agentloop version)")
+            store._version = version  # 1 reads as is; a writer upgrades it (`_upgrade`)
             with store._reading():
                 cls._pragmas(store._conn)
         except BaseException:
@@ -193,21 +241,61 @@ class AttemptStore:
             rows = self._conn.execute("SELECT data, time_limit_s FROM tasks ORDER BY position").fetchall()
         return [(Task.from_json(json.loads(d)), limit) for d, limit in rows]
 
+    # -- schema upgrade --------------------------------------------------------------------
+    def _upgrade(self) -> None:
+        """Make a version 1 store version 2 in place before it is written to (one column, no
+        rewrite: its full lists are valid version 2 rows without a parent). Reads never call it."""
+        if self._version >= SCHEMA_VERSION:
+            return
+        with self._transaction():
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(messages)")}
+            if "parent" not in columns:
+                self._conn.execute("ALTER TABLE messages ADD COLUMN parent TEXT")
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        self._version = SCHEMA_VERSION
+
+    def _current_version(self) -> int:
+        """The version to read with: a version 1 store may have been upgraded by a resumed run
+        since it was opened (its new rows are deltas), so it is looked up again."""
+        if self._version < SCHEMA_VERSION and self.get_meta("schema_version") == SCHEMA_VERSION:
+            self._version = SCHEMA_VERSION
+        return self._version
+
     # -- attempts --------------------------------------------------------------------------
     def write_batch(self, attempts: list[Attempt]) -> None:
+        self._upgrade()
         # Siblings of one request share one messages list: hash each list once.
-        keys: dict[int, tuple[str, str]] = {}
+        prompts: dict[int, _Prompt] = {}
         for a in attempts:
-            if id(a.messages) not in keys:
-                keys[id(a.messages)] = _messages_key(a.messages)
+            if id(a.messages) not in prompts:
+                prompts[id(a.messages)] = _Prompt(a.messages)
         with self._transaction():
-            self._conn.executemany("INSERT OR IGNORE INTO messages VALUES (?, ?)", set(keys.values()))
+            self._conn.executemany("INSERT OR IGNORE INTO messages (hash, json, parent) VALUES (?, ?, ?)",
+                                   self._message_rows(prompts.values()))
             before = self._conn.total_changes
             self._conn.executemany(
                 f"INSERT OR IGNORE INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
-                [_row(a, keys[id(a.messages)][0]) for a in attempts],
+                [_row(a, prompts[id(a.messages)].key) for a in attempts],
             )
             self.duplicates_ignored += len(attempts) - (self._conn.total_changes - before)
+
+    def _message_rows(self, prompts: Iterable[_Prompt]) -> list[tuple[str, str, str | None]]:
+        """Rows for the lists not stored yet, each a delta against its longest stored proper
+        prefix: one in the file (committed, or in this transaction) or one earlier in this batch
+        (shorter lists first), so a parent is never written after its child."""
+        todo = sorted({p.key: p for p in prompts}.values(), key=lambda p: len(p.pieces))
+        wanted = list({k for p in todo for k in p.keys} | {p.key for p in todo})
+        known: set[str] = set()
+        for i in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[i:i + _IN_CHUNK]
+            known.update(r[0] for r in self._conn.execute(
+                f"SELECT hash FROM messages WHERE hash IN ({', '.join('?' * len(chunk))})", chunk))
+        rows = []
+        for p in todo:
+            if p.key not in known:
+                rows.append(p.row(known))
+                known.add(p.key)
+        return rows
 
     def completed_slots(self, strategy: str) -> set[tuple[str, int, int]]:
         with self._reading():
@@ -228,13 +316,14 @@ class AttemptStore:
                                       + COALESCE(a.completion_tokens, 0)) AS tokens
                            FROM attempts a LEFT JOIN siblings s ON s.request_id = a.request_id
                            WHERE a.kind = 'completed' AND a.strategy = ?1 GROUP BY a.task_id, a.chain)
-            SELECT {_select('m.json')}, spent.tokens FROM attempts a
+            SELECT {_select('m.json')}, spent.tokens, a.messages_hash, {self._parent()} FROM attempts a
             JOIN spent ON spent.task_id = a.task_id AND spent.chain = a.chain AND spent.last = a.turn
             LEFT JOIN messages m ON m.hash = a.messages_hash
             WHERE a.kind = 'completed' AND a.strategy = ?1"""
+        texts = _Texts(self)
         with self._reading():
             rows = self._conn.execute(query, (strategy,)).fetchall()
-        return {(r[1], r[2]): (_attempt(r), r[21]) for r in rows}
+            return {(r[1], r[2]): (_attempt(texts.resolve(r, 22)), r[21]) for r in rows}
 
     def first_turn_feedback(self, strategy: str) -> dict[tuple[str, int], bool]:
         """(task, chain) → whether its completed turn 0 passed the feedback tests (adaptive's probe)."""
@@ -248,14 +337,19 @@ class AttemptStore:
 
     def iter_attempts(self, with_messages: bool = False) -> Iterator[Attempt]:
         """Stream attempts in insertion order (memory stays flat for any run size)."""
-        msg = "m.json" if with_messages else "'[]'"
-        with self._reading():  # a corrupt page can surface mid-stream
+        if not with_messages:
+            with self._reading():  # a corrupt page can surface mid-stream
+                for r in self._conn.execute(f"SELECT {_select(repr('[]'))} FROM attempts a ORDER BY a.id"):
+                    yield _attempt(r)
+            return
+        texts = _Texts(self)
+        with self._reading():
             cur = self._conn.execute(
-                f"SELECT {_select(msg)} FROM attempts a "
+                f"SELECT {_select('m.json')}, a.messages_hash, {self._parent()} FROM attempts a "
                 "LEFT JOIN messages m ON m.hash = a.messages_hash ORDER BY a.id"
             )
             for r in cur:
-                yield _attempt(r)
+                yield _attempt(texts.resolve(r, 21))
 
     def iter_completed_by_task(self) -> Iterator[tuple[Any, ...]]:
         """Completed attempts as light rows (EXPORT_COLUMNS, no messages), grouped by task: the
@@ -268,11 +362,17 @@ class AttemptStore:
     def messages(self, messages_hash: str) -> list[dict[str, Any]]:
         """The prompt messages stored under `messages_hash` (attempts keep only the hash)."""
         with self._reading():
-            row = self._conn.execute("SELECT json FROM messages WHERE hash = ?", (messages_hash,)).fetchone()
-        if row is None:
-            raise RunDirError(f"{self.path}: messages {messages_hash} are missing (corrupt attempt store)")
-        result: list[dict[str, Any]] = json.loads(row[0])
+            result: list[dict[str, Any]] = json.loads(_Texts(self).full(messages_hash))
         return result
+
+    def _parent(self) -> str:
+        """The messages' parent column as a read query selects it (version 1 has none)."""
+        return "m.parent" if self._current_version() >= 2 else "NULL"
+
+    def _message_row(self, messages_hash: str) -> tuple[str, str | None] | None:
+        row = self._conn.execute(f"SELECT json, {self._parent().removeprefix('m.')} FROM messages "
+                                 "WHERE hash = ?", (messages_hash,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def count(self, kind: AttemptKind | None = None) -> int:
         where, args = ("WHERE kind = ?", (kind.value,)) if kind else ("", ())
@@ -318,6 +418,7 @@ class AttemptStore:
                         if batch:
                             await anyio.to_thread.run_sync(self.write_batch, batch)
 
+            await anyio.to_thread.run_sync(self._upgrade)  # a resumed version 1 run dir
             tg.start_soon(drain)
             try:
                 yield writer
@@ -344,3 +445,64 @@ class Writer:
             await self.room.wait()
         self.pending.append(attempt)
         self.count += 1
+
+
+class _Texts:
+    """Rebuilds full message lists (their compact JSON, byte for byte as version 1 stored it) from
+    version 2 deltas for one read call, keeping recent full texts so a chain's steps, read in
+    order, each cost one concatenation. Every list is parsed afresh: callers get their own."""
+
+    def __init__(self, store: AttemptStore):
+        self._store = store
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._chars = 0
+
+    def resolve(self, r: tuple[Any, ...], at: int) -> tuple[Any, ...]:
+        """A row of _COLUMNS whose messages column holds a stored row's json, with the attempt's
+        hash and the row's parent at `at` and `at + 1`: the same row with the full list's JSON."""
+        text, key, parent = r[5], r[at], r[at + 1]
+        if parent is None or text is None:  # a full list (or a missing row: read as [] as before)
+            return r
+        return (*r[:5], self._join(self.full(parent, of=key), text, key), *r[6:at])
+
+    def full(self, key: str, of: str | None = None) -> str:
+        """The full JSON text of the list stored under `key` (the start of `of`'s list); a missing
+        row is a one-line error."""
+        pending: list[tuple[str, str]] = []  # (hash, delta) from `key` up to a cached or full list
+        seen = {key}
+        text = self._cache.get(key)
+        at = key
+        while text is None:
+            row = self._store._message_row(at)
+            if row is None:
+                whole = key if at != key else of
+                part = f", the start of messages {whole}," if whole else ""
+                raise RunDirError(f"{self._store.path}: messages {at}{part} are missing (corrupt attempt store)")
+            delta, parent = row
+            if parent is None:
+                text = delta
+                break
+            if parent in seen:
+                raise RunDirError(f"{self._store.path}: messages {key} extend themselves (corrupt attempt store)")
+            seen.add(parent)
+            pending.append((at, delta))
+            at = parent
+            text = self._cache.get(at)
+        self._keep(at, text)
+        for child, delta in reversed(pending):
+            text = self._join(text, delta, child)
+        return text
+
+    def _join(self, prefix: str, delta: str, key: str) -> str:
+        text = delta if prefix == "[]" else prefix[:-1] + "," + delta[1:]
+        self._keep(key, text)
+        return text
+
+    def _keep(self, key: str, text: str) -> None:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return
+        self._cache[key] = text
+        self._chars += len(text)
+        while self._chars > _CACHE_CHARS and len(self._cache) > 1:
+            self._chars -= len(self._cache.popitem(last=False)[1])
