@@ -29,9 +29,11 @@ def fold_table(source: Comparison | Path, task_ids: Iterable[str], *, probe: int
 
     Returns {"unit": "generations", "budget": B, "probe": P, "edges": [...], "best": {"0": name, ...},
     "strategies": [fixed strategies, tie-break order], "tasks": n}; budget None and best {} when
-    the run has no fixed strategy. Tasks the comparison does not hold (no completed attempt in some
-    strategy) are left out; "tasks" counts those used. ConfigError for a budget some fixed strategy
-    does not reach, or a probe other than the one the Comparison was built with."""
+    the run has no fixed strategy. Agent strategies are not in the table (an adaptive run
+    allocates revision chains): it chooses among `Comparison.adaptable`. Tasks the comparison
+    does not hold (no completed attempt in some strategy) are left out; "tasks" counts those used.
+    ConfigError for a budget some fixed strategy does not reach, or a probe other than the one the
+    Comparison was built with."""
     if not isinstance(source, Comparison):
         from agentloop.compare.build import build_comparison
 
@@ -41,29 +43,30 @@ def fold_table(source: Comparison | Path, task_ids: Iterable[str], *, probe: int
     ids = [t for t in task_ids if t in known]
     if probe is not None and probe != c.settings["probe"]:
         raise ConfigError(f"{c.run_dir}: compared with a probe of {c.settings['probe']} chains, not {probe}")
-    full = _budget(c, budget)
+    names = c.adaptable
+    full = _budget(c, budget, names)
     table: dict[str, Any] = {"unit": "generations", "budget": None if full is None else int(full),
-                             "probe": c.settings["probe"], "edges": [], "best": {}, "strategies": c.fixed,
+                             "probe": c.settings["probe"], "edges": [], "best": {}, "strategies": names,
                              "tasks": len(ids)}
     if full is None or not ids:
         return table
     rows = c.per_task.rows(ids)
     col = c.grids["generations"].budgets.index(full)
-    stack = np.stack([c.per_task.success["generations"][s][rows, col] for s in c.fixed])[:, :, None]
+    stack = np.stack([c.per_task.success["generations"][s][rows, col] for s in names])[:, :, None]
     scores = c.per_task.predicted_score[rows]
     edges = quantile_edges(scores, c.settings["bins"])
     best = best_per_bin(stack, bins_of(scores, edges), len(edges) + 1)[:, 0]
     table["edges"] = edges
-    table["best"] = {str(b): c.fixed[i] for b, i in enumerate(best) if i >= 0}
+    table["best"] = {str(b): names[i] for b, i in enumerate(best) if i >= 0}
     return table
 
 
-def _budget(c: Comparison, budget: int | None) -> float | None:
-    if budget is None or not c.fixed:
-        return c.full_budget() if budget is None else None
+def _budget(c: Comparison, budget: int | None, names: list[str]) -> float | None:
+    if budget is None or not names:
+        return c.full_budget(strategies=names) if budget is None else None
     grid = c.grids["generations"]
-    if not (float(budget) in grid.budgets and all(grid.has(s, budget) for s in c.fixed)):
-        reach = ", ".join(f"{s} {grid.limits[s]:g}" for s in c.fixed)
+    if not (float(budget) in grid.budgets and all(grid.has(s, budget) for s in names)):
+        reach = ", ".join(f"{s} {grid.limits[s]:g}" for s in names)
         raise ConfigError(f"{c.run_dir}: not every fixed split reaches {budget} generations per task ({reach})")
     return float(budget)
 

@@ -112,6 +112,10 @@ def _notes(data: RunData) -> list[str]:
         if not data.feedback_checked[s.name]:
             notes.append(f"{s.name}: no attempt ran the feedback tests, "
                          "so its selection is a majority vote of the code")
+    if agents := [s.name for s in data.strategies if s.agent]:
+        notes.append(f"{', '.join(agents)}: agent episodes; at a budget cut an episode's candidate is its last "
+                     "included step (its current state), earlier steps are superseded; agent steps are not in "
+                     "the turn-0 pass@k, difficulty scores or the adaptive table")
     if not any(tc.n for tc in data.probe.values()):
         notes.append("no probe attempt ran the feedback tests: every task's predicted score is 0 (one predicted bin)")
     return notes

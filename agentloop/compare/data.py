@@ -2,7 +2,9 @@
 
 Each completed attempt becomes a `Candidate` (selection.py) carrying its share of its request's
 prompt tokens. Infra errors are not generations and not wrong answers: they only count as
-siblings when a request's prompt tokens are split.
+siblings when a request's prompt tokens are split. An agent strategy's attempts are episode steps
+(`agent:NxM`, StrategyInfo.agent): its step 0 is a first action, not an iid sample of an answer
+to the first prompt, so agent steps are left out of the turn-0 and probe counts.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from agentloop.metrics import TaskCounts
 from agentloop.sandbox.types import Verdict
 from agentloop.selection import Candidate, code_key
 from agentloop.store import AttemptStore
-from agentloop.strategy import ADAPTIVE, split_of
+from agentloop.strategy import ADAPTIVE, is_agent, split_of
 
 GroupKey = tuple[str, str]  # (strategy, task_id)
 PARALLEL_KEYS = 2000  # distinct codes per extra process
@@ -45,6 +47,9 @@ class StrategyInfo:
     attempts: int
     """Completed attempts (infra errors excluded)."""
     infra_errors: int
+    agent: bool = False
+    """Agent episodes (`agent:NxM`): chains are episodes, turns are steps, and only an episode's
+    last included step is a candidate (walk.walk_group's `episodes`)."""
 
     @property
     def adaptive(self) -> bool:
@@ -62,7 +67,7 @@ class RunData:
     groups: dict[GroupKey, list[Candidate]]
     """Completed attempts per (strategy, task), sorted by (chain, turn)."""
     turn0: dict[str, TaskCounts]
-    """Turn-0 attempts of all strategies per task: iid samples of the first prompt."""
+    """Turn-0 attempts of all non-agent strategies per task: iid samples of the first prompt."""
     probe: dict[str, TaskCounts]
     """Turn-0 attempts with chain < probe that ran the feedback tests; c = feedback passes."""
     feedback_checked: Counter[str]
@@ -176,7 +181,7 @@ def load_run(run_dir: Path, probe: int) -> RunData:
         checked[a.strategy] += a.feedback_verdict is not None
         siblings = scan.siblings[a.request_id] if a.request_id else 1
         groups[(a.strategy, a.task_id)].append(to_candidate(a, siblings, keys))
-        if a.turn == 0:
+        if a.turn == 0 and not is_agent(a.strategy):
             turn0[a.task_id].n += 1
             turn0[a.task_id].c += a.passed
             if a.chain < probe and a.feedback_verdict is not None:
@@ -222,5 +227,5 @@ def _strategy_info(name: str, tasks: list[list[Candidate]], config: dict[str, An
     if split is None or split.generations < 1:
         chains = max(len({c.chain for c in cands}) for cands in tasks)
         turns = max(c.turn for cands in tasks for c in cands) + 1
-        return StrategyInfo(name, chains, turns, max(most, chains * turns), attempts, infra)
-    return StrategyInfo(name, split.chains, split.turns, split.generations, attempts, infra)
+        return StrategyInfo(name, chains, turns, max(most, chains * turns), attempts, infra, is_agent(name))
+    return StrategyInfo(name, split.chains, split.turns, split.generations, attempts, infra, split.agent)

@@ -34,7 +34,8 @@ def walk_all(data: RunData, grids: dict[str, Grid], permutations: int, seed: int
     success: dict[str, dict[str, np.ndarray]] = {u: {} for u in grids}
     oracle: dict[str, dict[str, np.ndarray]] = {u: {} for u in grids}
     for s in data.strategies:
-        walks = [walk_group(data.groups[(s.name, t)], budgets, permutations, group_rng(seed, s.name, t))
+        walks = [walk_group(data.groups[(s.name, t)], budgets, permutations, group_rng(seed, s.name, t),
+                            episodes=s.agent)
                  for t in data.task_ids]
         for u, grid in grids.items():
             blank = ~grid.mask(s.name)

@@ -79,7 +79,7 @@ def _bin_table(c: Comparison, bt: BinTable, console: Console) -> None:
 
 def _pass_at_k(c: Comparison, console: Console) -> None:
     table = Table("k", "pass@k", "95% CI (tasks bootstrap)", "tasks", "power-law fit",
-                  title="pass@k of all turn-0 attempts (iid samples of the first prompt)")
+                  title="pass@k of all turn-0 attempts (iid samples of the first prompt; agent steps not included)")
     fitted = dict(c.power_law.fitted)
     for r in c.pass_at_k:
         fit = f"{fitted[r.k]:.3f}" if r.k in fitted else "–"

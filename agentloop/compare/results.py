@@ -13,7 +13,8 @@ from agentloop.compare.data import StrategyInfo
 from agentloop.compare.stats import Point, PowerLaw
 from agentloop.metrics import PassAtK
 
-ORACLE_LABEL = "oracle coverage: any attempt passes the grading tests; not a selectable result"
+ORACLE_LABEL = ("oracle coverage: any attempt (agent: any episode's current state) passes the grading tests; "
+                "not a selectable result")
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,19 @@ class Comparison:
         """Fixed strategies in tie-break order (fewer turns, then name)."""
         return [s.name for s in sorted((s for s in self.strategies if not s.adaptive), key=lambda s: (s.turns, s.name))]
 
-    def full_budget(self, unit: str = "generations") -> float | None:
-        """The largest budget of `unit` that every fixed strategy reaches."""
+    @property
+    def adaptable(self) -> list[str]:
+        """The fixed strategies an adaptive run can choose from (revision and parallel splits: an
+        adaptive run allocates revision chains, never agent episodes)."""
+        agents = {s.name for s in self.strategies if s.agent}
+        return [s for s in self.fixed if s not in agents]
+
+    def full_budget(self, unit: str = "generations", strategies: list[str] | None = None) -> float | None:
+        """The largest budget of `unit` that every fixed strategy (or every one of `strategies`) reaches."""
+        names = self.fixed if strategies is None else strategies
         grid = self.grids[unit]
-        common = [b for b, ok in zip(grid.budgets, grid.common(self.fixed), strict=True) if ok]
-        return common[-1] if common and self.fixed else None
+        common = [b for b, ok in zip(grid.budgets, grid.common(names), strict=True) if ok]
+        return common[-1] if common and names else None
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "per_task"}

@@ -7,6 +7,11 @@ attempt (selection.select: feedback tests, then majority vote) passing the gradi
 coverage is any included attempt passing them. Averaged over chain orders, one big run yields the
 whole success-vs-budget curve, not only first-n prefixes.
 
+Agent episodes (`episodes=True`): a chain is an episode and its turns are steps, each step's
+attempt being the workspace's state after it. An episode's candidate at a cut is its LAST included
+step (its current state); its earlier steps are superseded, not separate answers. Selection and
+oracle coverage run over the episodes' current states only. (Revision turns each stay candidates.)
+
 `walk_group` is the vectorized version (all orders and budgets at once); `walk_once` is the
 readable specification built on `select`, which the tests hold the fast one to.
 """
@@ -44,8 +49,9 @@ def fits(spent: float, budget: float) -> bool:
 
 
 def walk_once(chains: Sequence[Sequence[Candidate]], order: Sequence[int], budget: float,
-              unit: str) -> tuple[bool, bool]:
-    """(success, oracle) of one walk: chains taken in `order`, each in turn order."""
+              unit: str, episodes: bool = False) -> tuple[bool, bool]:
+    """(success, oracle) of one walk: chains taken in `order`, each in turn order. With `episodes`,
+    only each chain's last included attempt (its current state) is a candidate."""
     included: list[Candidate] = []
     spent = 0.0
     for attempt in (a for i in order for a in chains[i]):
@@ -53,6 +59,11 @@ def walk_once(chains: Sequence[Sequence[Candidate]], order: Sequence[int], budge
         if not fits(spent, budget):
             break
         included.append(attempt)
+    if episodes:
+        current: dict[int, Candidate] = {}
+        for a in included:
+            current[a.chain] = a  # a later step of the same episode supersedes it
+        included = list(current.values())
     selected = select(included)
     return bool(selected and selected.passed), any(a.passed for a in included)
 
@@ -70,6 +81,7 @@ class _Arrays:
     fb: np.ndarray  # passes the feedback tests
     passed: np.ndarray  # passes the grading tests
     passed_by_rank: np.ndarray
+    last: np.ndarray  # the last attempt of its chain
     costs: dict[str, np.ndarray]
 
     @classmethod
@@ -86,7 +98,7 @@ class _Arrays:
         passed_by_rank[rank] = passed
         costs = {u: np.array([cost(c, u) for c in cands], dtype=float) for u in UNITS}
         return cls(chain_of, within, lengths, key, dup_keys, rank, np.array([c.feedback_passed for c in cands]),
-                   passed, passed_by_rank, costs)
+                   passed, passed_by_rank, within == lengths[chain_of] - 1, costs)
 
 
 def _key_ids(keys: list[str]) -> tuple[np.ndarray, int]:
@@ -116,35 +128,51 @@ def _attempt_orders(g: _Arrays, perms: np.ndarray) -> np.ndarray:
     return orders
 
 
-def _vote(key: np.ndarray, rank: np.ndarray, mask: np.ndarray, dup_keys: int) -> np.ndarray:
-    """Rank of select's pick among the masked attempts of every prefix: the code with most votes,
-    ties to the earliest (turn, chain); the pick is that code's earliest attempt. While no code has
-    2 votes every code ties, so the pick is the earliest masked attempt: only the codes that occur
-    more than once need a vote count (one column each)."""
+def _vote(key: np.ndarray, rank: np.ndarray, kept: np.ndarray, now: np.ndarray, dup_keys: int) -> np.ndarray:
+    """Rank of select's pick in every prefix, among the attempts `kept` up to that prefix plus the
+    prefix's own last attempt where `now` (an episode's current step, candidate only while it is
+    the last one included): the code with most votes, ties to the earliest (turn, chain); the pick
+    is that code's earliest attempt. While no code has 2 votes every code ties, so the pick is the
+    earliest candidate: only the codes that occur more than once need a vote count (one column each)."""
     n = key.shape[1]
-    earliest = np.minimum.accumulate(np.where(mask, rank, n), axis=1)
+    big = np.int32(n)
+    earliest = np.minimum(np.minimum.accumulate(np.where(kept, rank, n), axis=1), np.where(now, rank, n))
     if dup_keys == 0:
         return earliest
-    hit = (key[..., None] == np.arange(dup_keys, dtype=np.int32)) & mask[..., None]
-    votes = np.cumsum(hit, axis=1, dtype=np.int32)
-    first = np.minimum.accumulate(np.where(hit, rank[..., None], np.int32(n)), axis=1)
+    ids = np.arange(dup_keys, dtype=np.int32)
+    same = key[..., None] == ids
+    hit, cur = same & kept[..., None], same & now[..., None]
+    votes = np.cumsum(hit, axis=1, dtype=np.int32) + cur
+    first = np.minimum(np.minimum.accumulate(np.where(hit, rank[..., None], big), axis=1),
+                       np.where(cur, rank[..., None], big))
     win = np.argmax(votes * np.int32(n + 1) - first, axis=2)[..., None]
     top = np.take_along_axis(votes, win, axis=2)[..., 0]
     return np.where(top >= 2, np.take_along_axis(first, win, axis=2)[..., 0], earliest)
 
 
-def _prefix_outcomes(g: _Arrays, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(success, oracle) after each prefix of each walk order, as 0/1 floats."""
+def _current(passing: np.ndarray, kept: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """Whether some candidate of each prefix (kept so far, or the prefix's own current step) is set."""
+    return np.logical_or.accumulate(passing & kept, axis=1) | (passing & now)
+
+
+def _prefix_outcomes(g: _Arrays, orders: np.ndarray, episodes: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(success, oracle) after each prefix of each walk order, as 0/1 floats. Revision: every
+    included attempt stays a candidate. Episodes: chains come whole and in step order, so in a
+    prefix the candidates are the last steps of the episodes finished before it, plus its own
+    last attempt (the current step of the episode being walked)."""
+    kept_all = g.last[orders] if episodes else np.ones(orders.shape, dtype=bool)
+    now_all = ~kept_all
     chunk = max(1, _MAX_CELLS // max(1, orders.shape[1] * g.dup_keys))
     parts = []
     for lo in range(0, len(orders), chunk):
         o = orders[lo : lo + chunk]
+        kept, now = kept_all[lo : lo + chunk], now_all[lo : lo + chunk]
         key, rank, fb = g.key[o], g.rank[o], g.fb[o]
-        pick = np.where(np.logical_or.accumulate(fb, axis=1), _vote(key, rank, fb, g.dup_keys),
-                        _vote(key, rank, np.ones_like(fb), g.dup_keys))
+        pick = np.where(_current(fb, kept, now), _vote(key, rank, fb & kept, fb & now, g.dup_keys),
+                        _vote(key, rank, kept, now, g.dup_keys))
         parts.append(g.passed_by_rank[pick])
     success = np.concatenate(parts).astype(float)
-    oracle = np.logical_or.accumulate(g.passed[orders], axis=1).astype(float)
+    oracle = _current(g.passed[orders], kept_all, now_all).astype(float)
     return success, oracle
 
 
@@ -161,13 +189,15 @@ def _at_budgets(cum: np.ndarray, success: np.ndarray, oracle: np.ndarray,
 
 def walk_group(
     cands: Sequence[Candidate], budgets: Mapping[str, np.ndarray], permutations: int, rng: np.random.Generator,
+    episodes: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Expected (success, oracle) at each budget of each unit, over chain orders. `cands` are one
-    strategy's completed attempts on one task, sorted by (chain, turn)."""
+    strategy's completed attempts on one task, sorted by (chain, turn); `episodes`: the chains are
+    agent episodes (only each one's last included step is a candidate)."""
     if not cands:
         return {u: (np.zeros(len(b)), np.zeros(len(b))) for u, b in budgets.items()}
     g = _Arrays.of(cands)
     orders = _attempt_orders(g, chain_orders(len(g.lengths), permutations, rng))
-    success, oracle = _prefix_outcomes(g, orders)
+    success, oracle = _prefix_outcomes(g, orders, episodes)
     return {u: _at_budgets(np.cumsum(g.costs[u][orders], axis=1), success, oracle, np.asarray(b, dtype=float))
             for u, b in budgets.items()}
