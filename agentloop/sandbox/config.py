@@ -26,3 +26,10 @@ class SandboxConfig:
     """Captured stdout/stderr per job; over this, the head and tail are kept."""
     runtime: str | None = None
     """Docker runtime, e.g. `runsc` for gVisor; None uses the engine's default."""
+    workspace_mb: int = 64
+    """Agent episodes: size of each workspace's tmpfs workdir /work, and of its /tmp and /dev/shm
+    (all three count against `memory_mb`; keep 3 x workspace_mb well under it)."""
+    workspace_warm: int = 2
+    """Agent episodes: idle workspace containers kept started ahead of the episodes that take them."""
+    workspace_file_limit_bytes: int = 262_144
+    """Agent episodes: largest file a step's `read` returns (a bigger one comes back as None)."""
