@@ -71,8 +71,13 @@ def _select(messages: str) -> str:
     return ", ".join(messages if c == "messages_hash" else f"a.{c}" for c in _COLUMNS.split(", "))
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""json.dumps with these options, without building an encoder per call (a prompt is encoded one
+message at a time)."""
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _messages_key(messages: list[dict[str, Any]]) -> tuple[str, str]:
