@@ -79,8 +79,10 @@ class RunData:
         return sorted((s for s in self.strategies if not s.adaptive), key=lambda s: (s.turns, s.name))
 
     def oracle_scores(self) -> np.ndarray:
-        """pass@1 of all turn-0 attempts (grading tests): difficulty as only an oracle knows it."""
-        return np.array([self.turn0[t].c / self.turn0[t].n if self.turn0[t].n else 0.0 for t in self.task_ids])
+        """pass@1 of all turn-0 attempts (grading tests): difficulty as only an oracle knows it (0 for a
+        task with none, e.g. in a run of agent strategies alone)."""
+        counts = [self.turn0.get(t, TaskCounts()) for t in self.task_ids]
+        return np.array([tc.c / tc.n if tc.n else 0.0 for tc in counts])
 
     def predicted_scores(self) -> np.ndarray:
         """Feedback-test pass rate of the probe attempts (0 where none ran the feedback tests)."""

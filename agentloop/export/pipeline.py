@@ -15,6 +15,7 @@ from typing import IO, Any
 from rich.console import Console
 
 from agentloop.errors import ConfigError
+from agentloop.export.episodes import Episode, dpo_episode_record, episodes, iter_unique, sft_episode_record, split_rows
 from agentloop.export.records import attempt_meta, dpo_record, final_messages, sft_record, trajectory_messages
 from agentloop.export.select import FAILING, dedup_key, judged, pairs, trajectory_key, unique
 from agentloop.export.source import Row, RunSource, close_runs, open_runs, task_groups
@@ -36,7 +37,7 @@ class ExportOptions:
     JSONL), `openai-dpo` (OpenAI preference fine-tuning JSONL)."""
     shape: str = "final"
     """SFT: `final` (task prompt → verified reply) or `trajectory` (the revision chain with its
-    feedback turns, ending in the verified reply)."""
+    feedback turns, ending in the verified reply). Agent episodes are always whole transcripts."""
     verified_by: str = "grading"
     """`feedback`: trust the feedback tests (suites without hidden tests). Math always uses the reference."""
     dedup: str = "code"
@@ -184,6 +185,11 @@ def _per_row(fn: Callable[[Row], str]) -> Callable[[Row], str]:
 def _records(sources: list[RunSource], rows: list[Row], opts: ExportOptions, counter: TokenCounter,
              stats: ExportStats) -> Iterator[Record]:
     """One task's records (with their metadata and token counts)."""
+    agent_rows, rows = split_rows(rows)
+    if agent_rows:
+        yield from _episode_records(sources, agent_rows, opts, counter, stats)
+    if not rows:
+        return
     firsts: dict[int, Row] = {}
     turn0: dict[int, int] = {}
     for r in rows:
@@ -241,3 +247,61 @@ def _pairs(sources: list[RunSource], rows: list[Row], verified: list[Row], key: 
         stats.near_miss[p.near_miss] += 1
         tokens = counter.count(p.chosen.run, prompt, [p.chosen, p.rejected], turn0.get(p.chosen.run))
         yield dpo_record(opts.format, prompt, p.chosen, p.rejected, meta), meta, tokens
+
+
+def _episode_records(sources: list[RunSource], rows: list[Row], opts: ExportOptions, counter: TokenCounter,
+                     stats: ExportStats) -> Iterator[Record]:
+    """One task's agent episodes: verified transcripts (SFT, OpenAI) or resolved/unresolved pairs (DPO)."""
+    ended, unfinished = episodes(sources, rows)
+    stats.episodes["unfinished"] += unfinished
+    stats.episodes["ended"] += len(ended)
+    verified_by = opts.verified_by
+
+    def resolved(ep: Episode) -> bool:
+        return judged(ep.final, verified_by, False) == Verdict.PASSED.value
+
+    good = [ep for ep in ended if resolved(ep)]
+    stats.episodes["resolved"] += len(good)
+    stats.verified += len(good)
+    if opts.format == "openai-dpo":  # one assistant message per side: a transcript does not fit
+        stats.episodes["not_paired"] += len(ended)
+        return
+    if opts.preference:
+        yield from _episode_pairs(ended, good, opts, counter, stats)
+        return
+    kept = list(iter_unique(good, opts.dedup))
+    stats.duplicates += len(good) - len(kept)
+    for ep in kept:
+        transcript = ep.transcript()
+        meta = {"shape": "episode", "verified_by": verified_by, **ep.meta(True)}
+        tokens = counter.count_transcript(ep.final.run, transcript, ep.steps, ep.tools())
+        yield sft_episode_record(opts.format, ep, transcript, meta), meta, tokens
+
+
+def _episode_pairs(ended: list[Episode], good: list[Episode], opts: ExportOptions, counter: TokenCounter,
+                   stats: ExportStats) -> Iterator[Record]:
+    by_row = {(ep.final.run, ep.final.id): ep for ep in ended}
+    chosen = list(iter_unique(good, opts.dedup))
+    stats.duplicates += len(good) - len(chosen)
+    passing = {dedup_key(ep.final, "code", False) for ep in good}
+    failing = [ep for ep in ended if judged(ep.final, opts.verified_by, False) in FAILING
+               and dedup_key(ep.final, "code", False) not in passing]
+    rejected = list(iter_unique(failing, opts.dedup))
+    if chosen and not rejected:
+        stats.tasks_without_pair += 1
+
+    def prompt_of(r: Row) -> str:  # pair episodes that started from the same prompt (and protocol)
+        ep = by_row[(r.run, r.id)]
+        messages = ep.source.store.messages(ep.steps[0].messages_hash)
+        return json.dumps([messages, ep.tools()], sort_keys=True, default=str)
+
+    for p in pairs([ep.final for ep in chosen], [ep.final for ep in rejected], opts.pairs_per_task,
+                   verified_by=opts.verified_by, math=False, prompt_of=prompt_of):
+        win, lose = by_row[(p.chosen.run, p.chosen.id)], by_row[(p.rejected.run, p.rejected.id)]
+        meta = {"task_id": win.final.task_id, "near_miss": p.near_miss, "similarity": p.similarity,
+                "verified_by": opts.verified_by, "chosen": win.meta(True), "rejected": lose.meta(False)}
+        stats.near_miss[p.near_miss] += 1
+        record = dpo_episode_record(win, lose, meta)
+        tokens = counter.count_transcript(win.final.run, win.transcript(), win.steps, win.tools())
+        lost = counter.count_transcript(lose.final.run, lose.transcript(), lose.steps, lose.tools())
+        yield record, meta, (tokens[0], tokens[1] + lost[1])

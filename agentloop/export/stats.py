@@ -40,6 +40,9 @@ class ExportStats:
     tasks_without_pair: int = 0
     """DPO: tasks with a verified answer but no failing one to pair it with."""
     files: list[str] = field(default_factory=list)
+    episodes: Counter[str] = field(default_factory=Counter)
+    """Agent episodes: `ended` (read), `resolved` (final state verified), `unfinished` (left out:
+    no outcome yet), `not_paired` (openai-dpo takes one reply per side, not a transcript)."""
 
     @property
     def dedup_ratio(self) -> float:
@@ -53,6 +56,7 @@ class ExportStats:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["near_miss"] = dict(self.near_miss)
+        d["episodes"] = dict(self.episodes)
         counts = sorted(self.per_task.values())
         d |= {
             "dedup_ratio": self.dedup_ratio, "tasks_covered": self.covered(),
@@ -89,6 +93,12 @@ def print_stats(stats: ExportStats, console: Console) -> None:
     if stats.near_miss or stats.tasks_without_pair:
         console.print(f"rejected picked by: {dict(stats.near_miss)}; "
                       f"tasks with nothing to pair: {stats.tasks_without_pair}",
+                      highlight=False, soft_wrap=True)
+    if stats.episodes:
+        e = stats.episodes
+        skipped = f", {e['not_paired']:,} (openai-dpo takes one reply per side)" if e["not_paired"] else ""
+        console.print(f"agent episodes: {e['ended']:,} ended ({e['resolved']:,} resolved); left out: "
+                      f"{e['unfinished']:,} unfinished{skipped}",
                       highlight=False, soft_wrap=True)
     t = d["tokens"]
     console.print(f"tokens ({', '.join(t['counted_with'])}): prompt {t['prompt']:,}, reply {t['completion']:,}, "

@@ -8,6 +8,7 @@ converted default model, and in the Hugging Face cache (`local_files_only`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,24 @@ class TokenCounter:
                              for r in replies)
 
 
-def _length(tok: Any, messages: Messages, generation_prompt: bool = False) -> int:
+    def count_transcript(self, run: int, transcript: Messages, steps: Sequence[Row],
+                         tools: list[dict[str, Any]] | None) -> tuple[int, int]:
+        """(prompt tokens, reply tokens) of an agent episode's transcript: the task prompt (step 0's),
+        and everything after it (replies and observations with a tokenizer; the server's completion
+        tokens of every step with `usage`)."""
+        tok = self._by_run.get(run)
+        if tok is None:
+            return steps[0].prompt_tokens or 0, sum(r.completion_tokens or 0 for r in steps)
+        users = [i for i, m in enumerate(transcript) if m.get("role") == "user"]
+        prompt = transcript[: users[0] + 1] if users else transcript[:1]
+        n_prompt = _length(tok, prompt, generation_prompt=True, tools=tools)
+        return n_prompt, max(0, _length(tok, transcript, tools=tools) - n_prompt)
+
+
+def _length(tok: Any, messages: Messages, generation_prompt: bool = False,
+            tools: list[dict[str, Any]] | None = None) -> int:
     if getattr(tok, "chat_template", None):
-        ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt)
+        ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
+                                      **({"tools": tools} if tools else {}))
         return len(ids if isinstance(ids, list) else ids["input_ids"])
-    return len(tok("".join(m["content"] for m in messages))["input_ids"])
+    return len(tok("".join(m.get("content") or "" for m in messages))["input_ids"])
