@@ -121,7 +121,7 @@ def three_way_run(path: Path) -> Path:
     t0, t1, t2 = task(0), task(1), task(2)
     rows: list[Attempt] = []
     for t in (t0, t1, t2):
-        rows += [row("4:1", t, ch, 0, code(ch), PASS if ch == 1 else FAIL, PASS if ch == 1 else FAIL) for ch in range(4)]
+        rows += [row("4:1", t, ch, 0, code(ch), *((PASS, PASS) if ch == 1 else (FAIL, FAIL))) for ch in range(4)]
         rows += [row("2:4", t, 0, 0, code(0), FAIL, FAIL), row("2:4", t, 0, 1, code(1), PASS, PASS)]
         rows += [row("2:4", t, 1, turn, code(5 + turn), FAIL, FAIL) for turn in range(4)]
     rows += episode(t0, 0, [(None, FAIL, None), (code(0), FAIL, FAIL), (GOOD, PASS, PASS)])
@@ -131,7 +131,7 @@ def three_way_run(path: Path) -> Path:
     ctx = episode(t2, 0, [(code(0), FAIL, FAIL), (code(0), FAIL, FAIL)], outcome="context_full")
     rows += ctx
     cut = episode(t2, 1, [(code(6), FAIL, FAIL)], outcome=None)
-    rows += cut + [row("agent:2x4", t2, 1, 1, None, None, None, kind=AttemptKind.INFRA_ERROR,
+    rows += [*cut, row("agent:2x4", t2, 1, 1, None, None, None, kind=AttemptKind.INFRA_ERROR,
                        extra={"episode": {"protocol": "text"}})]
     return make_run(path, [t0, t1, t2], rows, splits=["2:4", "4:1", "agent:2x4"])
 
@@ -339,8 +339,8 @@ def test_text_episode_exports_plain_messages_without_tools(tmp_path):
     assert len(others) == 6 and all(r["messages"][:2] == [SYSTEM, {"role": "user", "content": task(int(
         r["metadata"]["task_id"][2:])).prompt}] for r in others)
     t = task(0)
-    first = make_run(tmp_path / "agent-first", [t], episode(t, 0, [(GOOD, PASS, PASS)])
-                     + [row("1:2", t, 0, 0, GOOD, PASS, PASS)], splits=["agent:1x2", "1:2"])
+    rows = [*episode(t, 0, [(GOOD, PASS, PASS)]), row("1:2", t, 0, 0, GOOD, PASS, PASS)]
+    first = make_run(tmp_path / "agent-first", [t], rows, splits=["agent:1x2", "1:2"])
     export_runs([first], tmp_path / "first.jsonl", ExportOptions(tokenizer="usage"))
     ep, rev = jsonl(tmp_path / "first.jsonl")
     assert ep["messages"][1]["content"] == f"Task:\n{t.prompt}" and rev["messages"][1]["content"] == t.prompt
