@@ -5,6 +5,11 @@ With no model given it serves SmolLM2-135M-Instruct, whose GGUF ships in the PyP
 a Hugging Face folder in the cache dir. The conversion and vLLM run under `cfg.python` (the
 interpreter with vLLM), so agentloop itself never imports torch. The child gets its own process
 group and is always stopped with it: SIGTERM, then SIGKILL after a grace period.
+
+Tool calling: for models whose tool-call format vLLM parses (Qwen2.5/QwQ/Qwen3: hermes, Llama
+3.1-3.3: llama3_json, Mistral: mistral, ...), vLLM is started with `--enable-auto-tool-choice
+--tool-call-parser P`, P chosen from the model's name (`tool_call_parser`); `ServeConfig.tool_call_parser`
+overrides it ("none": no tool calling). The bundled SmolLM2 has no tool-call format: no flags.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +36,20 @@ from agentloop.errors import AgentloopError, ServerUnreachable
 
 DEFAULT_SERVED_NAME = "smollm2-135m"
 DEFAULT_MODEL_DIR = "SmolLM2-135M-Instruct"
+AUTO = "auto"
+NO_TOOLS = "none"
+_TOOL_PARSERS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), parser) for pattern, parser in (
+        (r"hermes-?[23]", "hermes"),  # NousResearch Hermes 2 Pro / 3 (also on Llama 3.1): their own format
+        (r"qwen3-?coder", "qwen3_coder"),  # Qwen3-Coder writes XML-style calls
+        (r"qwen2\.5|qwq|qwen3", "hermes"),  # Qwen2.5, Qwen2.5-Coder, QwQ, Qwen3: <tool_call>{json}</tool_call>
+        (r"llama-?3\.[123]\b", "llama3_json"),  # Llama 3.1 / 3.2 / 3.3 JSON tool calls
+        (r"llama-?4", "llama4_pythonic"),
+        (r"mistral|mixtral|ministral|codestral|devstral|magistral", "mistral"),
+    )
+)
+"""Model-name patterns (first match wins) and vLLM's --tool-call-parser for them; vLLM's tool
+calling docs list the parsers. Names that match none get no tool flags."""
 
 
 def on_cpu_only() -> bool:
@@ -58,6 +78,10 @@ class ServeConfig:
     """KV cache on CPU (VLLM_CPU_KVCACHE_SPACE); GPUs use vLLM's own memory settings."""
     extra_args: list[str] = field(default_factory=list)
     """Appended verbatim to the vLLM command line."""
+    tool_call_parser: str = AUTO
+    """vLLM's --tool-call-parser: "auto" picks it from the model's name (none for the bundled
+    SmolLM2 and for unknown models), "none" turns tool calling off, any other value is passed to
+    vLLM as is (with --enable-auto-tool-choice). Ignored when extra_args already set it."""
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "agentloop" / "models")
     """Holds the converted default model and the server logs."""
     python: str = field(default_factory=lambda: sys.executable)
@@ -196,6 +220,34 @@ def served_name(cfg: ServeConfig) -> str:
     return cfg.served_model_name or (DEFAULT_SERVED_NAME if cfg.model is None else cfg.model)
 
 
+def tool_call_parser(model: str | None) -> str | None:
+    """vLLM's tool-call parser for a model name or path (None: the bundled SmolLM2, or a model whose
+    tool-call format is not known here). Only the last path component counts (a local folder, or
+    the model of an HF "org/model" name)."""
+    if model is None:
+        return None
+    name = model.rstrip("/").rsplit("/", 1)[-1]
+    return next((parser for pattern, parser in _TOOL_PARSERS if pattern.search(name)), None)
+
+
+def tool_flags(cfg: ServeConfig) -> list[str]:
+    """`--enable-auto-tool-choice --tool-call-parser P` for `cfg`, or [] (no parser, "none", or
+    extra_args that already choose one)."""
+    if any(a == "--tool-call-parser" or a.startswith("--tool-call-parser=") for a in cfg.extra_args):
+        return []
+    choice = cfg.tool_call_parser.strip()
+    if choice.lower() == NO_TOOLS:
+        return []
+    if choice.lower() == AUTO:
+        parser = tool_call_parser(cfg.model) or (tool_call_parser(cfg.served_model_name)
+                                                 if cfg.model is not None else None)
+        if parser is None:
+            return []
+        choice = parser
+    auto = [] if "--enable-auto-tool-choice" in cfg.extra_args else ["--enable-auto-tool-choice"]
+    return [*auto, "--tool-call-parser", choice]
+
+
 def vllm_command(cfg: ServeConfig, model_path: str, port: int) -> list[str]:
     """The vLLM command line (the module entry point: `vllm serve` crashes in the vllm-cpu build)."""
     eager = on_cpu_only() if cfg.enforce_eager is None else cfg.enforce_eager
@@ -203,7 +255,7 @@ def vllm_command(cfg: ServeConfig, model_path: str, port: int) -> list[str]:
            "--served-model-name", served_name(cfg), "--host", cfg.host, "--port", str(port),
            "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len), "--max-num-seqs", str(cfg.max_num_seqs),
            "--enable-prompt-tokens-details"]  # usage reports prefix-cache hits (cached_tokens)
-    return cmd + (["--enforce-eager"] if eager else []) + list(cfg.extra_args)
+    return cmd + (["--enforce-eager"] if eager else []) + tool_flags(cfg) + list(cfg.extra_args)
 
 
 async def _check_vllm_installed(python: str) -> None:

@@ -5,11 +5,18 @@ them. Retries live here (tenacity, jittered exponential backoff) and only cover 
 everything that is left becomes an `InfraError`, never a wrong answer. A server that cannot be
 reached at all (killed, restarting) is waited out for `outage_wait_s` without using up
 `max_retries`, so a long run rides out a server restart instead of turning it into infra errors.
+
+Tool calling: `complete(..., tools=[...])` sends OpenAI tool schemas with `tool_choice="auto"`, and
+each `Completion` carries the reply's `tool_calls` exactly as the server sent them (arguments stay
+a string, malformed or not: judging them is the caller's job). A prompt that does not fit the
+model's context raises `ContextLengthExceeded` (an `InfraError`), recognised by vLLM's messages.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,7 +27,7 @@ import openai
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception
 
-from agentloop.errors import InfraError, ServerUnreachable
+from agentloop.errors import ContextLengthExceeded, InfraError, ServerUnreachable
 from agentloop.model.config import ModelConfig, SamplingParams
 
 log = structlog.get_logger()
@@ -30,6 +37,17 @@ _MAX_MESSAGE_CHARS = 300
 _UNREACHABLE = frozenset({"ConnectError", "ConnectTimeout"})
 """httpx's names for "no connection could be made"; matched by name because openai's transport is
 httpx in openai 1.x and its fork httpx2 in later versions."""
+_CONTEXT_OVERFLOW = re.compile(r"maximum context length|longer than the maximum model length", re.IGNORECASE)
+"""vLLM's words for a prompt (plus max_tokens) that does not fit max_model_len, in every version:
+"This model's maximum context length is N tokens. However, you requested M tokens (P in the
+messages, C in the completion). ..." (<= 0.9), "'max_tokens' or 'max_completion_tokens' is too
+large: C. This model's maximum context length is N tokens and your request has P input tokens ..."
+(0.10-0.11), "This model's maximum context length is N tokens. However, you requested C output
+tokens and your prompt contains at least P input tokens, ..." (later), "... However, your prompt
+contains P input tokens, which exceeds this limit even without any output tokens. ..." and "Input
+length (P) exceeds model's maximum context length (N)." (0.3x), and the engine's "The decoder
+prompt (length P) is longer than the maximum model length of N. ...". Not "max_tokens=C cannot be
+greater than max_model_len=N": that request can never fit, a configuration error."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +55,9 @@ class Completion:
     """One sampled choice, plus the fields of the request it came from (shared by its siblings)."""
 
     text: str
+    """The message content ("" when the server sent none, e.g. a reply that is only tool calls)."""
     finish_reason: str
-    """"stop" or "length" (hit max_tokens) as the server reports it."""
+    """"stop", "length" (hit max_tokens) or "tool_calls", as the server reports it."""
     index: int
     """Choice index within the request."""
     completion_tokens: int
@@ -54,6 +73,10 @@ class Completion:
     """Wall time of the successful HTTP try (excludes queueing for a slot and retry waits)."""
     attempts: int
     """HTTP tries the request took (1 = no retry)."""
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    """The choice's tool calls in OpenAI's wire shape, as the server returned them:
+    {"id": str, "type": "function", "function": {"name": str, "arguments": str}}. `arguments` is
+    the model's text, not checked to be JSON."""
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -70,6 +93,27 @@ def _is_unreachable(exc: BaseException) -> TypeGuard[openai.APIConnectionError]:
     return isinstance(exc, openai.APIConnectionError) and any(c.__name__ in _UNREACHABLE for c in cause.__mro__)
 
 
+def _server_message(exc: openai.APIStatusError) -> str:
+    """The server's own message (vLLM: body {"error": {"message": ...}}, older: {"message": ...})."""
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.message)
+
+
+def is_context_overflow(message: str) -> bool:
+    """Whether a server's error message says the prompt (plus max_tokens) exceeds the context."""
+    return bool(_CONTEXT_OVERFLOW.search(message))
+
+
+def _is_context_overflow(exc: BaseException) -> bool:
+    """A status error (vLLM answers 400) whose message is one of vLLM's context-length messages;
+    checked before any retry: the same request can never fit."""
+    return isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 600 \
+        and is_context_overflow(_server_message(exc))
+
+
 def _one_line(text: str) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= _MAX_MESSAGE_CHARS else line[: _MAX_MESSAGE_CHARS - 3] + "..."
@@ -78,11 +122,7 @@ def _one_line(text: str) -> str:
 def _describe(exc: openai.APIError) -> str:
     """Status code + the server's own message (vLLM: body {"error": {"message": ...}})."""
     if isinstance(exc, openai.APIStatusError):
-        body = exc.body
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            body = body["error"]
-        message = body.get("message") if isinstance(body, dict) else None
-        return f"HTTP {exc.status_code}: {_one_line(message or exc.message)}"
+        return f"HTTP {exc.status_code}: {_one_line(_server_message(exc))}"
     if isinstance(exc, openai.APITimeoutError):
         return "request timed out"
     cause = exc.__cause__
@@ -110,7 +150,34 @@ def _choice_tokens(choices: list[Any], usage_tokens: int) -> list[int]:
         return [len(ids) for ids in token_ids if isinstance(ids, list)]
     if len(choices) == 1:
         return [usage_tokens]
-    return apportion(usage_tokens, [len(c.message.content or "") for c in choices])
+    return apportion(usage_tokens, [_choice_chars(c.message) for c in choices])
+
+
+def _choice_chars(message: Any) -> int:
+    """Characters the model generated for one choice: its content plus its tool calls' names and
+    arguments (a reply that is only tool calls still cost tokens)."""
+    chars = len(message.content or "")
+    for call in getattr(message, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        chars += len(getattr(function, "name", None) or "") + len(str(getattr(function, "arguments", None) or ""))
+    return chars
+
+
+def _tool_calls(message: Any) -> tuple[dict[str, Any], ...]:
+    """The message's tool calls as plain dicts in the wire shape. A non-string `arguments` (a
+    server outside the spec) is kept as its JSON text so the field stays a string."""
+    calls = []
+    for call in getattr(message, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        if function is None:  # not a function call (e.g. a custom tool): keep what the server sent
+            calls.append(call.model_dump(exclude_none=True) if hasattr(call, "model_dump") else dict(call))
+            continue
+        arguments = function.arguments
+        if not isinstance(arguments, str):
+            arguments = "" if arguments is None else json.dumps(arguments)
+        calls.append({"id": call.id or "", "type": call.type or "function",
+                      "function": {"name": function.name or "", "arguments": arguments}})
+    return tuple(calls)
 
 
 class _RetryPolicy:
@@ -149,6 +216,8 @@ class _RetryPolicy:
 
     def infra_error(self, error: openai.APIError, tries: int) -> InfraError:
         url = self.cfg.base_url
+        if _is_context_overflow(error):
+            return ContextLengthExceeded(f"model request to {url} failed: {_describe(error)}")
         if self.down_since is not None and _is_unreachable(error):
             down_s = time.monotonic() - self.down_since
             return InfraError(f"model request to {url} failed: server unreachable for {down_s:.0f} s "
@@ -198,13 +267,21 @@ class ModelClient:
             )
         return served
 
-    async def complete(self, messages: list[dict[str, Any]], n: int, seed: int | None = None) -> list[Completion]:
-        """One request with `n` choices; `seed` overrides `sampling.seed`. Raises InfraError."""
+    async def complete(self, messages: list[dict[str, Any]], n: int, seed: int | None = None,
+                       tools: list[dict[str, Any]] | None = None) -> list[Completion]:
+        """One request with `n` choices; `seed` overrides `sampling.seed`; `tools` (OpenAI tool
+        schemas) are sent with tool_choice "auto". `messages` may hold assistant messages with
+        `tool_calls` (content None) and `role: "tool"` results; they are sent as given.
+
+        Raises ContextLengthExceeded when the server says the prompt does not fit its context (never
+        retried), InfraError for every other failure left after retries."""
         request_id = str(uuid.uuid4())
-        kwargs = self._request_kwargs(messages, n, self.sampling.seed if seed is None else seed)
+        kwargs = self._request_kwargs(messages, n, self.sampling.seed if seed is None else seed, tools)
         try:  # the first try is a plain call: most requests need no retry
             return await self._send(kwargs, request_id, 1)
         except openai.APIError as e:
+            if _is_context_overflow(e):
+                raise ContextLengthExceeded(f"model request to {self.cfg.base_url} failed: {_describe(e)}") from e
             if not _is_retryable(e):
                 raise InfraError(f"model request to {self.cfg.base_url} failed: {_describe(e)}") from e
             return await self._retry(kwargs, request_id, e)
@@ -220,7 +297,7 @@ class ModelClient:
         retrying = AsyncRetrying(
             stop=lambda state: policy.give_up(state.outcome.exception() if state.outcome is not None else None),
             wait=lambda state: policy.wait_s(state.attempt_number + 1),
-            retry=retry_if_exception(_is_retryable),
+            retry=retry_if_exception(lambda e: _is_retryable(e) and not _is_context_overflow(e)),
             sleep=policy.sleep,
             reraise=True,
         )
@@ -257,7 +334,8 @@ class ModelClient:
             self._server_back(attempts)
         return self._completions(response, request_id, latency_s, attempts)
 
-    def _request_kwargs(self, messages: list[dict[str, Any]], n: int, seed: int | None) -> dict[str, Any]:
+    def _request_kwargs(self, messages: list[dict[str, Any]], n: int, seed: int | None,
+                        tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         s = self.sampling
         extra_body = dict(s.extra_body)
         if self.cfg.return_token_ids:
@@ -272,6 +350,9 @@ class ModelClient:
         }
         if seed is not None:
             kwargs["seed"] = seed
+        if tools:
+            kwargs["tools"] = tools
+            kwargs["tool_choice"] = "auto"
         if s.stop:
             kwargs["stop"] = list(s.stop)
         if extra_body:
@@ -298,6 +379,7 @@ class ModelClient:
                 request_completion_tokens=request_tokens,
                 latency_s=latency_s,
                 attempts=attempts,
+                tool_calls=_tool_calls(c.message),
             )
             for c, t in zip(choices, tokens, strict=True)
         ]
