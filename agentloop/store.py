@@ -90,33 +90,58 @@ _IN_CHUNK = 500
 """Hashes per `IN (...)` query (SQLite's oldest variable limit is 999)."""
 _CACHE_CHARS = 32_000_000
 """Full message texts a reader keeps while it rebuilds lists from their deltas."""
+_TAIL_CHARS = 32_000_000
+"""Full message texts a writer keeps: each chain's last prompt (its next turn extends it)."""
+
+
+Chain = tuple[str, str, int]
+"""(strategy, task id, chain): whose prompts extend each other turn by turn."""
 
 
 class _Prompt:
-    """A message list as the store keys it: each message's compact JSON and the hash of every
-    prefix (`keys[i]` is the hash of the first i + 1 messages; `key` that of the whole list)."""
+    """A message list as the store keys it: its compact JSON `text` and `key` (the hash of the
+    text, as version 1 keyed it), the chains that sent it, and on demand the hash of every prefix."""
 
-    __slots__ = ("key", "keys", "pieces")
+    __slots__ = ("_keys", "_pieces", "chains", "key", "messages", "text")
 
     def __init__(self, messages: list[dict[str, Any]]):
-        # The compact JSON of a list is "[" + ",".join(items) + "]": one running sha256 gives the
-        # hash of every prefix (copy, add "]") in one pass over the text.
-        self.pieces = [_dumps(m) for m in messages]
-        self.keys: list[str] = []
-        h = hashlib.sha256()
-        for i, piece in enumerate(self.pieces):
-            h.update((("," if i else "[") + piece).encode())
-            prefix = h.copy()
-            prefix.update(b"]")
-            self.keys.append(prefix.hexdigest()[:32])
-        self.key = self.keys[-1] if self.keys else _EMPTY_KEY
+        self.messages = messages
+        self.key, self.text = _messages_key(messages)
+        self.chains: list[Chain] = []
+        self._pieces: list[str] = []
+        self._keys: list[str] = []
 
-    def row(self, known: set[str]) -> tuple[str, str, str | None]:
-        """(hash, json, parent): the messages after the longest proper prefix in `known`."""
-        for i in range(len(self.pieces) - 2, -1, -1):
-            if self.keys[i] in known:
-                return self.key, "[" + ",".join(self.pieces[i + 1:]) + "]", self.keys[i]
-        return self.key, "[" + ",".join(self.pieces) + "]", None
+    def prefix_keys(self) -> list[str]:
+        """`keys[i]` is the hash of the first i + 1 messages (the last one is `key`)."""
+        if self.messages and not self._keys:
+            # The compact JSON of a list is "[" + ",".join(items) + "]": one running sha256 gives
+            # the hash of every prefix (copy, add "]") in one pass over the text.
+            self._pieces = [_dumps(m) for m in self.messages]
+            h = hashlib.sha256()
+            for i, piece in enumerate(self._pieces):
+                h.update((("," if i else "[") + piece).encode())
+                prefix = h.copy()
+                prefix.update(b"]")
+                self._keys.append(prefix.hexdigest()[:32])
+        return self._keys
+
+    def extends(self, text: str) -> bool:
+        """Whether the list whose JSON is `text` is a proper prefix of this one: its items (each a
+        whole JSON value) then a comma at depth 1 begin this text. No per-message work."""
+        return len(text) > 2 and len(self.text) > len(text) and self.text.startswith(text[:-1] + ",")
+
+    def delta(self, known: set[str], tails: Iterable[tuple[str, str] | None]) -> tuple[str, str, str | None]:
+        """The row (hash, json, parent) storing the messages after the longest proper prefix in
+        `known`: a chain's last stored prompt when this list extends it (the usual case: a
+        revision turn or an agent step), else the longest prefix found by hash."""
+        for tail in tails:
+            if tail is not None and tail[0] in known and self.extends(tail[1]):
+                return self.key, "[" + self.text[len(tail[1]):], tail[0]
+        keys = self.prefix_keys()
+        for i in range(len(keys) - 2, -1, -1):
+            if keys[i] in known:
+                return self.key, "[" + ",".join(self._pieces[i + 1:]) + "]", keys[i]
+        return self.key, self.text, None
 
 
 def _row(a: Attempt, messages_hash: str) -> tuple[Any, ...]:
@@ -150,6 +175,8 @@ class AttemptStore:
         self.path = path
         self._conn = conn
         self._version = version
+        self._tails: OrderedDict[Chain, tuple[str, str]] = OrderedDict()  # chain → (hash, JSON)
+        self._tail_chars = 0
         self.duplicates_ignored = 0
 
     # -- opening ---------------------------------------------------------------------------
@@ -274,33 +301,71 @@ class AttemptStore:
         for a in attempts:
             if id(a.messages) not in prompts:
                 prompts[id(a.messages)] = _Prompt(a.messages)
+            prompts[id(a.messages)].chains.append((a.strategy, a.task_id, a.chain))
         with self._transaction():
-            self._conn.executemany("INSERT OR IGNORE INTO messages (hash, json, parent) VALUES (?, ?, ?)",
-                                   self._message_rows(prompts.values()))
+            rows, tails = self._message_rows(prompts.values())
+            self._conn.executemany("INSERT OR IGNORE INTO messages (hash, json, parent) VALUES (?, ?, ?)", rows)
             before = self._conn.total_changes
             self._conn.executemany(
                 f"INSERT OR IGNORE INTO attempts ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
                 [_row(a, prompts[id(a.messages)].key) for a in attempts],
             )
             self.duplicates_ignored += len(attempts) - (self._conn.total_changes - before)
+        self._keep_tails(tails)  # committed: later batches may write deltas against them
 
-    def _message_rows(self, prompts: Iterable[_Prompt]) -> list[tuple[str, str, str | None]]:
-        """Rows for the lists not stored yet, each a delta against its longest stored proper
-        prefix: one in the file (committed, or in this transaction) or one earlier in this batch
-        (shorter lists first), so a parent is never written after its child."""
-        todo = sorted({p.key: p for p in prompts}.values(), key=lambda p: len(p.pieces))
-        wanted = list({k for p in todo for k in p.keys} | {p.key for p in todo})
-        known: set[str] = set()
-        for i in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[i:i + _IN_CHUNK]
-            known.update(r[0] for r in self._conn.execute(
-                f"SELECT hash FROM messages WHERE hash IN ({', '.join('?' * len(chunk))})", chunk))
+    def _message_rows(self, prompts: Iterable[_Prompt]
+                      ) -> tuple[list[tuple[str, str, str | None]], dict[Chain, tuple[str, str]]]:
+        """Rows for the lists not stored yet, each a delta against a stored proper prefix: one in
+        the file (committed, or in this transaction) or one earlier in this batch (shorter lists
+        first), so a parent is never written after its child. Also each chain's new last prompt."""
+        merged: dict[str, _Prompt] = {}
+        for p in prompts:  # equal lists sent by different chains (e.g. a task's turn-0 prompt)
+            if p.key in merged:
+                merged[p.key].chains.extend(p.chains)
+            else:
+                merged[p.key] = p
+        todo = sorted(merged.values(), key=lambda p: len(p.text))
+        wanted = {p.key for p in todo}
+        for p in todo:
+            old = [t for c in p.chains if (t := self._tails.get(c))]
+            wanted.update(t[0] for t in old)
+            if not any(p.extends(t[1]) for t in old):
+                wanted.update(p.prefix_keys())  # one query for the batch's first turns
+        known = self._stored(wanted)
+        tails: dict[Chain, tuple[str, str]] = {}
         rows = []
         for p in todo:
             if p.key not in known:
-                rows.append(p.row(known))
+                candidates = [t for c in p.chains for t in (tails.get(c), self._tails.get(c))]
+                if not any(t and t[0] in known and p.extends(t[1]) for t in candidates):
+                    unchecked = set(p.prefix_keys()) - wanted
+                    wanted |= unchecked
+                    known |= self._stored(unchecked)
+                rows.append(p.delta(known, candidates))
                 known.add(p.key)
-        return rows
+            for c in p.chains:
+                tails[c] = (p.key, p.text)
+        return rows, tails
+
+    def _stored(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` the messages table holds."""
+        keys = list(keys)
+        found: set[str] = set()
+        for i in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[i:i + _IN_CHUNK]
+            found.update(r[0] for r in self._conn.execute(
+                f"SELECT hash FROM messages WHERE hash IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
+
+    def _keep_tails(self, tails: dict[Chain, tuple[str, str]]) -> None:
+        """Remember each chain's last stored prompt (bounded): its next turn is stored against it."""
+        for chain, tail in tails.items():
+            if (old := self._tails.pop(chain, None)) is not None:
+                self._tail_chars -= len(old[1])
+            self._tails[chain] = tail
+            self._tail_chars += len(tail[1])
+        while self._tail_chars > _TAIL_CHARS and self._tails:
+            self._tail_chars -= len(self._tails.popitem(last=False)[1][1])
 
     def completed_slots(self, strategy: str) -> set[tuple[str, int, int]]:
         with self._reading():

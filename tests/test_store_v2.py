@@ -111,9 +111,36 @@ def assert_reads_back(store: AttemptStore, attempts: list[Attempt]) -> None:
 
 def test_prefix_hashes_equal_the_hash_of_each_prefix() -> None:
     messages = episode("p", 4)[-1] + [{"role": "user", "content": ["nested", {"a": 1.5, "b": None}]}]
-    keys = _Prompt(messages).keys
+    keys = _Prompt(messages).prefix_keys()
     assert keys == [_messages_key(messages[:i + 1])[0] for i in range(len(messages))]
     assert _Prompt(messages).key == _messages_key(messages)[0] and _Prompt([]).key == _messages_key([])[0]
+    assert _Prompt([]).prefix_keys() == []
+
+
+def test_steps_batched_together_and_a_chain_that_does_not_extend_its_last_turn(tmp_path: Path) -> None:
+    steps = episode("b", 20)
+    final = len(dumps(steps[-1]).encode())
+    store = AttemptStore.create(tmp_path / "run")
+    agent = [attempt(p, "b", turn=s) for s, p in enumerate(steps)]
+    store.write_batch(agent[:10])  # several steps of one episode in one batch
+    store.write_batch(agent[10:])
+    # A chain whose turn 2 restarts from turn 0 (not an extension of turn 1), and whose turn 3
+    # repeats a list stored by another chain.
+    base = [{"role": "user", "content": "write h"}]
+    turn1 = [*base, {"role": "assistant", "content": "a"}, {"role": "user", "content": "no"}]
+    turn2 = [*base, {"role": "user", "content": "again, from scratch"}]
+    chain = [attempt(base, "h", strategy="revision"), attempt(turn1, "h", turn=1, strategy="revision"),
+             attempt(turn2, "h", turn=2, strategy="revision"), attempt(steps[5], "h", turn=3, strategy="revision")]
+    for a in chain:
+        store.write_batch([a])
+    assert_reads_back(store, agent + chain)
+    parents = dict(sqlite3.connect(store.path).execute("SELECT hash, parent FROM messages"))
+    assert [parents[_messages_key(p)[0]] for p in steps] == [None] + [_messages_key(p)[0] for p in steps[:-1]]
+    assert parents[_messages_key(turn2)[0]] == _messages_key(base)[0] and len(parents) == 20 + 3
+    with sqlite3.connect(store.path) as db:
+        stored = db.execute("SELECT SUM(LENGTH(CAST(json AS BLOB))) FROM messages WHERE hash IN "
+                            f"({', '.join('?' * 20)})", [_messages_key(p)[0] for p in steps]).fetchone()[0]
+    assert stored < 1.1 * final
 
 
 def test_a_50_step_episode_stores_each_message_once(tmp_path: Path) -> None:
