@@ -128,31 +128,37 @@ def _attempt_orders(g: _Arrays, perms: np.ndarray) -> np.ndarray:
     return orders
 
 
-def _vote(key: np.ndarray, rank: np.ndarray, kept: np.ndarray, now: np.ndarray, dup_keys: int) -> np.ndarray:
+def _vote(key: np.ndarray, rank: np.ndarray, kept: np.ndarray, now: np.ndarray | None, dup_keys: int) -> np.ndarray:
     """Rank of select's pick in every prefix, among the attempts `kept` up to that prefix plus the
     prefix's own last attempt where `now` (an episode's current step, candidate only while it is
-    the last one included): the code with most votes, ties to the earliest (turn, chain); the pick
-    is that code's earliest attempt. While no code has 2 votes every code ties, so the pick is the
-    earliest candidate: only the codes that occur more than once need a vote count (one column each)."""
+    the last one included; None: no such attempt): the code with most votes, ties to the earliest
+    (turn, chain); the pick is that code's earliest attempt. While no code has 2 votes every code
+    ties, so the pick is the earliest candidate: only the codes that occur more than once need a
+    vote count (one column each)."""
     n = key.shape[1]
     big = np.int32(n)
-    earliest = np.minimum(np.minimum.accumulate(np.where(kept, rank, n), axis=1), np.where(now, rank, n))
+    earliest = np.minimum.accumulate(np.where(kept, rank, n), axis=1)
+    if now is not None:
+        earliest = np.minimum(earliest, np.where(now, rank, n))
     if dup_keys == 0:
         return earliest
-    ids = np.arange(dup_keys, dtype=np.int32)
-    same = key[..., None] == ids
-    hit, cur = same & kept[..., None], same & now[..., None]
-    votes = np.cumsum(hit, axis=1, dtype=np.int32) + cur
-    first = np.minimum(np.minimum.accumulate(np.where(hit, rank[..., None], big), axis=1),
-                       np.where(cur, rank[..., None], big))
+    same = key[..., None] == np.arange(dup_keys, dtype=np.int32)
+    hit = same & kept[..., None]
+    votes = np.cumsum(hit, axis=1, dtype=np.int32)
+    first = np.minimum.accumulate(np.where(hit, rank[..., None], big), axis=1)
+    if now is not None:
+        cur = same & now[..., None]
+        votes += cur
+        first = np.minimum(first, np.where(cur, rank[..., None], big))
     win = np.argmax(votes * np.int32(n + 1) - first, axis=2)[..., None]
     top = np.take_along_axis(votes, win, axis=2)[..., 0]
     return np.where(top >= 2, np.take_along_axis(first, win, axis=2)[..., 0], earliest)
 
 
-def _current(passing: np.ndarray, kept: np.ndarray, now: np.ndarray) -> np.ndarray:
+def _current(passing: np.ndarray, kept: np.ndarray, now: np.ndarray | None) -> np.ndarray:
     """Whether some candidate of each prefix (kept so far, or the prefix's own current step) is set."""
-    return np.logical_or.accumulate(passing & kept, axis=1) | (passing & now)
+    seen = np.logical_or.accumulate(passing & kept, axis=1)
+    return seen if now is None else seen | (passing & now)
 
 
 def _prefix_outcomes(g: _Arrays, orders: np.ndarray, episodes: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -161,14 +167,16 @@ def _prefix_outcomes(g: _Arrays, orders: np.ndarray, episodes: bool) -> tuple[np
     prefix the candidates are the last steps of the episodes finished before it, plus its own
     last attempt (the current step of the episode being walked)."""
     kept_all = g.last[orders] if episodes else np.ones(orders.shape, dtype=bool)
-    now_all = ~kept_all
+    now_all = ~kept_all if episodes else None
     chunk = max(1, _MAX_CELLS // max(1, orders.shape[1] * g.dup_keys))
     parts = []
     for lo in range(0, len(orders), chunk):
         o = orders[lo : lo + chunk]
-        kept, now = kept_all[lo : lo + chunk], now_all[lo : lo + chunk]
+        kept = kept_all[lo : lo + chunk]
+        now = None if now_all is None else now_all[lo : lo + chunk]
         key, rank, fb = g.key[o], g.rank[o], g.fb[o]
-        pick = np.where(_current(fb, kept, now), _vote(key, rank, fb & kept, fb & now, g.dup_keys),
+        pick = np.where(_current(fb, kept, now), _vote(key, rank, fb & kept, None if now is None else fb & now,
+                                                       g.dup_keys),
                         _vote(key, rank, kept, now, g.dup_keys))
         parts.append(g.passed_by_rank[pick])
     success = np.concatenate(parts).astype(float)
