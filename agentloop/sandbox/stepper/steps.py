@@ -35,6 +35,7 @@ def run_step(req, workdir):
     timeout_s, limit = float(req["timeout_s"]), int(req["output_limit"])
     if not isinstance(command, str):
         raise ValueError("run: `command` must be a string")
+    env = os.environ
     if kind == "bash":
         argv = ["bash", "-c", command]
     elif kind == "python":
@@ -42,9 +43,14 @@ def run_step(req, workdir):
             with open(PROGRAM, "w", encoding="utf-8", errors="surrogatepass") as f:
                 f.write(command)
         except OSError as e:  # the step's own doing (a full /tmp): its observation, not a crash
+            with contextlib.suppress(OSError):
+                os.unlink(PROGRAM)
             return _not_started(f"agentloop: cannot write the python program to {PROGRAM}: {e.strerror}\n",
                                 req, workdir)
         argv = ["python3", PROGRAM]
+        # The script's dir (/tmp) is sys.path[0]; the workdir next, so `import solution` works as
+        # it would with the script in /work, and tracebacks still show the program's lines.
+        env = dict(os.environ, PYTHONPATH=workdir)
     else:
         raise ValueError(f"run: unknown kind {kind!r} (bash or python)")
     out_r, out_w = os.pipe()
@@ -57,7 +63,7 @@ def run_step(req, workdir):
             os.close(fd)
         raise
     if pid == 0:
-        _child(argv, workdir, out_w, err_w)  # never returns
+        _child(argv, env, workdir, out_w, err_w)  # never returns
     os.close(out_w)
     os.close(err_w)
     caps = {out_r: Capture(limit), err_r: Capture(limit)}
@@ -95,7 +101,7 @@ def _not_started(why, req, workdir):
             "stderr": why, "truncated": False, "files": files, "notes": notes}
 
 
-def _child(argv, workdir, out_w, err_w):
+def _child(argv, env, workdir, out_w, err_w):
     """In the forked child: new session, stdin /dev/null, the pipes, default signals, first in line
     for the OOM killer, then exec. Never returns."""
     try:
@@ -116,7 +122,7 @@ def _child(argv, workdir, out_w, err_w):
         except OSError:
             pass
         os.chdir(workdir)
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, env)
     except BaseException as e:  # noqa: BLE001 - whatever failed, the forked child must not return
         try:
             os.write(2, (f"agentloop: cannot start {argv[0]}: {e}\n").encode())
