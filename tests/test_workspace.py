@@ -147,7 +147,7 @@ async def test_paths_are_confined_to_the_workdir(pool):
         await ws.run("ln -s /tmp out; ln -s /etc/passwd pw; mkfifo fifo", 10)
         with pytest.raises(WorkspaceError, match="leaves the workdir through a symlink"):
             await ws.write({"out/x.py": "escaped"})
-        with pytest.raises(WorkspaceError, match="not a regular file|No such device"):
+        with pytest.raises(WorkspaceError, match=r"not a regular file|No such device"):
             await ws.write({"fifo": "blocked?"})
         files, notes = await ws.read_with_notes(["pw", "fifo"])
         assert files == {"pw": None, "fifo": None}
@@ -174,12 +174,12 @@ HONEST = [
 HOSTILE = {
     "fork_bomb": ("bash", "bomb() { bomb | bomb & }; bomb; exec sleep 3", 20),  # exec: no fork needed to wait
     "memory_bomb": ("python", "x = []\nwhile True:\n    x.append('x' * (1 << 20))\n", 60),
-    "outlives_its_step": ("bash", "nohup setsid python3 -c 'import time\nwhile True: time.sleep(0.01)' "
-                                  ">/dev/null 2>&1 & disown; (trap '' HUP TERM; while :; do :; done) & echo bye", 20),
+    "outlives_its_step": ("bash", ("nohup setsid python3 -c 'import time\nwhile True: time.sleep(0.01)' "
+                                  ">/dev/null 2>&1 & disown; (trap '' HUP TERM; while :; do :; done) & echo bye"), 20),
     "kill_all": ("bash", "kill -9 -1; kill -KILL 1; kill -STOP 1; echo done", 20),
     "cpu_hog": ("bash", "for i in 1 2 3 4; do (while :; do :; done) & done; sleep 2", 20),
-    "disk_fill": ("bash", "echo secret > secret.txt; for d in /work /tmp /dev/shm; do "
-                          "dd if=/dev/zero of=$d/fill bs=1M 2>/dev/null; done; df -k /work /tmp | tail -2", 60),
+    "disk_fill": ("bash", ("echo secret > secret.txt; for d in /work /tmp /dev/shm; do "
+                          "dd if=/dev/zero of=$d/fill bs=1M 2>/dev/null; done; df -k /work /tmp | tail -2"), 60),
 }
 
 

@@ -15,7 +15,7 @@ KILL_BUDGET_S = 10.0
 """How long the clean-up may take to see every other process gone before the server gives up."""
 OOM_SCORE_ADJ = b"1000"
 PR_SET_DUMPABLE = 4
-_LIBC = []  # ctypes' libc, loaded once in the server (not in every forked child)
+_LIBC: list = []  # ctypes' libc, loaded once in the server (not in every forked child)
 
 
 def libc():
