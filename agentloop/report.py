@@ -414,8 +414,8 @@ def strategy_table(rows: list[StrategySummary]) -> Table:
 
 
 def episode_table(rows: list[EpisodeSummary]) -> Table:
-    table = Table("strategy", "protocol", "episodes", "resolved", "steps mean (median)", "outcomes", "format errors",
-                  "per step: prompt tok (cached share), compl. tok",
+    table = Table("strategy", "protocol", "episodes", "resolved", "steps (median)", "outcomes", "format errors",
+                  "tok/step: prompt (cached), compl.",
                   title="agent episodes (resolved = the final state passes the grading tests)")
     for r in rows:
         outcomes = ", ".join(f"{k} {v}" for k, v in r.outcomes.items() if v)
