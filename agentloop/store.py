@@ -88,8 +88,9 @@ def _messages_key(messages: list[dict[str, Any]]) -> tuple[str, str]:
 _EMPTY_KEY = _messages_key([])[0]
 _IN_CHUNK = 500
 """Hashes per `IN (...)` query (SQLite's oldest variable limit is 999)."""
-_CACHE_CHARS = 32_000_000
-"""Full message texts a reader keeps while it rebuilds lists from their deltas."""
+_CACHE_CHARS = 8_000_000
+"""Full message texts a reader keeps while it rebuilds lists from their deltas (each chain's last
+turn read; a bigger cache made reading slower, not faster)."""
 _TAIL_CHARS = 32_000_000
 """Full message texts a writer keeps: each chain's last prompt (its next turn extends it)."""
 
@@ -439,10 +440,17 @@ class AttemptStore:
         """The messages' parent column as a read query selects it (version 1 has none)."""
         return "m.parent" if self._current_version() >= 2 else "NULL"
 
-    def _message_row(self, messages_hash: str) -> tuple[str, str | None] | None:
-        row = self._conn.execute(f"SELECT json, {self._parent().removeprefix('m.')} FROM messages "
-                                 "WHERE hash = ?", (messages_hash,)).fetchone()
-        return (row[0], row[1]) if row else None
+    def _message_path(self, messages_hash: str) -> dict[str, tuple[str, str | None]]:
+        """hash → (json, parent) for the row under `messages_hash` and its ancestors, in one query
+        (UNION stops at a row already seen, so a corrupt cycle ends)."""
+        if self._current_version() < 2:
+            query = "SELECT hash, json, NULL FROM messages WHERE hash = ?"
+        else:
+            query = """WITH RECURSIVE path(hash, json, parent) AS (
+                           SELECT hash, json, parent FROM messages WHERE hash = ?
+                           UNION SELECT m.hash, m.json, m.parent FROM messages m JOIN path ON m.hash = path.parent)
+                       SELECT hash, json, parent FROM path"""
+        return {h: (text, parent) for h, text, parent in self._conn.execute(query, (messages_hash,))}
 
     def count(self, kind: AttemptKind | None = None) -> int:
         where, args = ("WHERE kind = ?", (kind.value,)) if kind else ("", ())
@@ -519,8 +527,9 @@ class Writer:
 
 class _Texts:
     """Rebuilds full message lists (their compact JSON, byte for byte as version 1 stored it) from
-    version 2 deltas for one read call, keeping recent full texts so a chain's steps, read in
-    order, each cost one concatenation. Every list is parsed afresh: callers get their own."""
+    version 2 deltas for one read call. A chain read in order costs one concatenation per turn:
+    the last text read is kept until its next turn extends it; any other list is rebuilt from its
+    ancestors, fetched in one query. Every list is parsed afresh: callers get their own objects."""
 
     def __init__(self, store: AttemptStore):
         self._store = store
@@ -530,42 +539,46 @@ class _Texts:
     def resolve(self, r: tuple[Any, ...], at: int) -> tuple[Any, ...]:
         """A row of _COLUMNS whose messages column holds a stored row's json, with the attempt's
         hash and the row's parent at `at` and `at + 1`: the same row with the full list's JSON."""
-        text, key, parent = r[5], r[at], r[at + 1]
-        if parent is None or text is None:  # a full list (or a missing row: read as [] as before)
+        delta, key, parent = r[5], r[at], r[at + 1]
+        if parent is None or delta is None:  # a full list (or a missing row: read as [] as before)
             return r
-        return (*r[:5], self._join(self.full(parent, of=key), text, key), *r[6:at])
+        text = self._cache.get(key)
+        if text is None:
+            prefix = self._cache.pop(parent, None)  # its chain has moved on: not needed again
+            if prefix is not None:
+                self._chars -= len(prefix)
+            else:
+                prefix = self.full(parent, of=key, keep=False)
+            text = _join([delta, prefix])
+        self._keep(key, text)
+        return (*r[:5], text, *r[6:at])
 
-    def full(self, key: str, of: str | None = None) -> str:
+    def full(self, key: str, of: str | None = None, keep: bool = True) -> str:
         """The full JSON text of the list stored under `key` (the start of `of`'s list); a missing
         row is a one-line error."""
-        pending: list[tuple[str, str]] = []  # (hash, delta) from `key` up to a cached or full list
-        seen = {key}
-        text = self._cache.get(key)
-        at = key
-        while text is None:
-            row = self._store._message_row(at)
+        if (text := self._cache.get(key)) is not None:
+            return text
+        rows = self._store._message_path(key)
+        pieces: list[str] = []  # deltas, from `key` back to a full list
+        at: str | None = key
+        seen: set[str] = set()
+        while at is not None:
+            if at in seen:
+                raise RunDirError(f"{self._store.path}: messages {key} extend themselves (corrupt attempt store)")
+            seen.add(at)
+            if at != key and (text := self._cache.get(at)) is not None:
+                pieces.append(text)
+                break
+            row = rows.get(at)
             if row is None:
                 whole = key if at != key else of
                 part = f", the start of messages {whole}," if whole else ""
                 raise RunDirError(f"{self._store.path}: messages {at}{part} are missing (corrupt attempt store)")
-            delta, parent = row
-            if parent is None:
-                text = delta
-                break
-            if parent in seen:
-                raise RunDirError(f"{self._store.path}: messages {key} extend themselves (corrupt attempt store)")
-            seen.add(parent)
-            pending.append((at, delta))
-            at = parent
-            text = self._cache.get(at)
-        self._keep(at, text)
-        for child, delta in reversed(pending):
-            text = self._join(text, delta, child)
-        return text
-
-    def _join(self, prefix: str, delta: str, key: str) -> str:
-        text = delta if prefix == "[]" else prefix[:-1] + "," + delta[1:]
-        self._keep(key, text)
+            pieces.append(row[0])
+            at = row[1]
+        text = _join(pieces)
+        if keep:
+            self._keep(key, text)
         return text
 
     def _keep(self, key: str, text: str) -> None:
@@ -576,3 +589,8 @@ class _Texts:
         self._chars += len(text)
         while self._chars > _CACHE_CHARS and len(self._cache) > 1:
             self._chars -= len(self._cache.popitem(last=False)[1])
+
+
+def _join(pieces: list[str]) -> str:
+    """The JSON of a list from its parts' JSON lists, last part first."""
+    return "[" + ",".join(p[1:-1] for p in reversed(pieces) if p != "[]") + "]"

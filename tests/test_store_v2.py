@@ -199,6 +199,23 @@ def test_round_trip_of_siblings_chains_and_unrelated_prompts(tmp_path: Path) -> 
     assert_reads_back(AttemptStore.open(tmp_path / "run"), everything)
 
 
+def test_episodes_that_branch_read_back(tmp_path: Path) -> None:
+    """Episode 1 repeats episode 0's first steps, then diverges: its later steps extend a list that
+    a reader has already moved past (rebuilt from the store, not from the reader's cache)."""
+    steps = episode("x", 8)
+    other = [*steps[4], {"role": "assistant", "content": "another way"}, {"role": "user", "content": "ok"}]
+    branch = [*steps[:5], other, [*other, {"role": "assistant", "content": "done"}, {"role": "user", "content": "."}]]
+    store = AttemptStore.create(tmp_path / "run")
+    first = [attempt(p, "x", chain=0, turn=s) for s, p in enumerate(steps)]
+    second = [attempt(p, "x", chain=1, turn=s) for s, p in enumerate(branch)]
+    store.write_batch(first)
+    store.write_batch(second[:3])
+    store.write_batch(second[3:])
+    assert_reads_back(store, first + second)
+    parents = dict(sqlite3.connect(store.path).execute("SELECT hash, parent FROM messages"))
+    assert parents[_messages_key(other)[0]] == _messages_key(steps[4])[0] and len(parents) == 8 + 2
+
+
 def test_version_1_run_dir_reads_and_a_resumed_run_upgrades_it(tmp_path: Path) -> None:
     run = tmp_path / "run"
     steps = episode("a", 5)
@@ -248,6 +265,11 @@ def test_newer_version_and_missing_parent_are_one_line_errors(tmp_path: Path) ->
     with pytest.raises(RunDirError) as e:
         list(store.iter_attempts(with_messages=True))
     assert str(e.value) == expected
+    db.execute("UPDATE messages SET parent = ? WHERE hash = ?", (_messages_key(steps[2])[0], _messages_key(steps[0])[0]))
+    db.execute("INSERT INTO messages VALUES (?, '[]', ?)", (_messages_key(steps[1])[0], _messages_key(steps[2])[0]))
+    with pytest.raises(RunDirError) as e:
+        store.messages(_messages_key(steps[2])[0])
+    assert str(e.value) == f"{path}: messages {_messages_key(steps[2])[0]} extend themselves (corrupt attempt store)"
     store.close()
     db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     db.close()
