@@ -393,12 +393,13 @@ def test_nothing_of_the_grading_tests_reaches_an_export(tmp_path):
 
 
 def test_trl_trains_on_an_agent_export_with_a_tools_column(tmp_path, monkeypatch):
-    """One SFTTrainer step on the tools-protocol export as written (tools as a JSON string column),
+    """One SFTTrainer step on the tools-protocol export and one DPOTrainer step on its pairs, as
+    written (tools as a JSON string column; both trainers json-load it for the chat template),
     with a chat template that renders tools, tool calls and tool results. Offline, seconds on a CPU."""
     from datasets import load_dataset
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from trl import SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     vocab = {c: i for i, c in enumerate(pre_tokenizers.ByteLevel.alphabet())}
@@ -413,16 +414,27 @@ def test_trl_trains_on_an_agent_export_with_a_tools_column(tmp_path, monkeypatch
         "{{ c['function']['arguments'] }}>{% endfor %}{% endif %}<eos>{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% endif %}")
     out = tmp_path / "sft.jsonl"
-    export_runs([tools_run(tmp_path / "run")], out, ExportOptions(tokenizer="usage"))
+    run = tools_run(tmp_path / "run")
+    export_runs([run], out, ExportOptions(tokenizer="usage"))
     ds = load_dataset("json", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert set(ds.column_names) == {"messages", "tools", "metadata"} and len(ds) == 2
     rendered = tok.apply_chat_template(ds[0]["messages"], tools=json.loads(ds[0]["tools"]), tokenize=False)
     assert rendered.startswith("tools: bash submit <eos>") and "<call submit {}>" in rendered
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id))
-    args = SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=2, report_to=[],
-                     use_cpu=True, save_strategy="no", max_length=4096)
-    loss = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=args).train().training_loss
-    assert loss > 0
+
+    def model() -> LlamaForCausalLM:
+        return LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id))
+
+    common = {"max_steps": 1, "per_device_train_batch_size": 2, "report_to": [], "use_cpu": True,
+              "save_strategy": "no", "max_length": 4096}
+    sft = SFTTrainer(model=model(), processing_class=tok, train_dataset=ds,
+                     args=SFTConfig(output_dir=str(tmp_path / "sft"), **common))
+    assert sft.train().training_loss > 0
+    export_runs([run], tmp_path / "dpo.jsonl", ExportOptions(format="dpo", tokenizer="usage"))
+    pairs = load_dataset("json", data_files=str(tmp_path / "dpo.jsonl"), split="train", cache_dir=str(tmp_path / "hf"))
+    assert set(pairs.column_names) == {"prompt", "chosen", "rejected", "tools", "metadata"} and len(pairs) == 1
+    dpo = DPOTrainer(model=model(), ref_model=model(), processing_class=tok, train_dataset=pairs,
+                     args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common))
+    assert dpo.train().training_loss > 0
