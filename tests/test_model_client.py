@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from agentloop.errors import InfraError, ServerUnreachable
+from agentloop.errors import ContextLengthExceeded, InfraError, ServerUnreachable
 from agentloop.model.client import ModelClient, apportion
 from agentloop.model.config import ModelConfig, SamplingParams
 from agentloop.model.scripted import (
@@ -246,5 +246,17 @@ async def test_vllm_prefix_cache_hits(real_cfg: ModelConfig) -> None:
 async def test_vllm_prompt_too_long_is_infra_error(real_cfg: ModelConfig) -> None:
     long = [{"role": "user", "content": "word " * 6000}]
     async with ModelClient(replace(real_cfg, max_retries=3), SamplingParams(max_tokens=8)) as client:
-        with pytest.raises(InfraError, match=r"^model request to \S+ failed: HTTP 400: .*maximum context length"):
+        with pytest.raises(InfraError, match=r"^model request to \S+ failed: HTTP 400: .*maximum context length") \
+                as err:
             await client.complete(long, n=1)
+    assert isinstance(err.value, ContextLengthExceeded)  # vLLM's own message is recognised
+
+
+@pytest.mark.vllm
+async def test_vllm_tools_without_a_parser_is_a_plain_infra_error(real_cfg: ModelConfig) -> None:
+    """The bundled SmolLM2 is served without a tool-call parser: vLLM refuses tool_choice "auto"."""
+    tools = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object", "properties": {}}}}]
+    async with ModelClient(real_cfg, SamplingParams(max_tokens=2)) as client:
+        with pytest.raises(InfraError, match=r"HTTP 400: .*tool choice requires --enable-auto-tool-choice") as err:
+            await client.complete([{"role": "user", "content": "hi"}], n=1, tools=tools)
+    assert not isinstance(err.value, ContextLengthExceeded)
