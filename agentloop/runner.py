@@ -10,8 +10,8 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -22,7 +22,8 @@ import structlog
 from rich.console import Console
 
 from agentloop import logs
-from agentloop.attempt import Attempt
+from agentloop.agent.episode import Bounded, run_task_episodes
+from agentloop.attempt import Attempt, AttemptKind
 from agentloop.config import RunConfig, from_mapping, get_field, set_field, to_dict, validate
 from agentloop.errors import ConfigError, RunDirError
 from agentloop.loop import Context
@@ -32,6 +33,7 @@ from agentloop.progress import RunProgress
 from agentloop.report import Report, write_outputs
 from agentloop.sandbox import engine
 from agentloop.sandbox.docker_pool import DockerPool
+from agentloop.sandbox.workspace import WorkspacePool
 from agentloop.schedule import AdaptiveTable, run_adaptive_task, run_task_chains
 from agentloop.store import AttemptStore
 from agentloop.strategy import ADAPTIVE, PARALLEL, Split, fixed_splits, parse_split
@@ -149,6 +151,7 @@ async def run(
         if store is None:
             suite, all_tasks = await anyio.to_thread.run_sync(load_suite, cfg.suite, cfg.data)
             tasks = select(all_tasks, cfg.limit, cfg.task_ids)
+            check_agent_tasks(cfg, tasks)
             run_dir, run_id = new_run_dir(cfg)
         scorer = make_scorer(cfg.scorer, base_url=cfg.model.base_url, model=cfg.model.model)
         async with ModelClient(cfg.model, cfg.sampling) as client, scorer:
@@ -166,20 +169,30 @@ async def run(
     return await anyio.to_thread.run_sync(write_outputs, run_dir)
 
 
+def check_agent_tasks(cfg: RunConfig, tasks: list[Task]) -> None:
+    """Agent episodes act on function tasks (a workspace with solution.py): not on math."""
+    agent = [s.name for s in fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled) if s.agent]
+    if agent and (math := next((t for t in tasks if t.is_math), None)):
+        raise ConfigError(f"splits: {agent[0]!r} runs agent episodes, which need function tasks, but "
+                          f"{cfg.suite} has math tasks (e.g. {math.id}); expected a code suite, or no agent split")
+
+
 async def _execute(
     cfg: RunConfig, suite: Suite, tasks: list[Task], limits: dict[str, float], store: AttemptStore,
     client: ModelClient, run_id: str, console: Console, given: AdaptiveTable | None,
     scorer: Callable[[str, str], Awaitable[float | None]] | None = None,
 ) -> None:
     sandbox = DockerPool.start(cfg.sandbox, run_id) if needs_sandbox(tasks) else nullcontext(NoSandbox())
-    async with sandbox as pool:
+    agent = any(s.agent for s in fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled))
+    async with sandbox as pool, _workspaces(cfg, run_id, agent) as workspaces:
         if len(limits) < len(tasks):
             with console.status(f"calibrating time limits on {len(tasks)} reference solutions"):
                 limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
             await anyio.to_thread.run_sync(store.put_tasks, tasks, limits)
         ctx = Context(client, pool, suite, limits, _no_record, PARALLEL, cfg.revision, cfg.sampling.seed,
                       {t.id: i for i, t in enumerate(tasks)}, scorer=scorer,
-                      last_answer_wins=cfg.math.last_answer_wins)
+                      last_answer_wins=cfg.math.last_answer_wins, agent=cfg.agent,
+                      workspaces=Bounded(workspaces, cfg.agent.max_live) if workspaces is not None else None)
         splits = fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled)
         most = sum(s.generations for s in splits) * len(tasks)
         await _phase(store, console, most, partial(_run_fixed, ctx, cfg, tasks, splits, store))
@@ -187,6 +200,16 @@ async def _execute(
             table, adaptive_tasks = await _adaptive_plan(cfg, store, tasks, given)
             await _phase(store, console, table.budget * len(adaptive_tasks),  # table.budget == cfg.budget
                          partial(_run_adaptive, ctx, cfg, adaptive_tasks, table, store))
+
+
+@asynccontextmanager
+async def _workspaces(cfg: RunConfig, run_id: str, agent: bool) -> AsyncIterator[WorkspacePool | None]:
+    """The run's episode workspaces (a warm pool of containers), when it has an agent split."""
+    if not agent:
+        yield None
+        return
+    async with WorkspacePool(cfg.sandbox, run_id, warm=min(cfg.agent.max_live, cfg.sandbox.pool_size)) as pool:
+        yield pool
 
 
 def needs_sandbox(tasks: list[Task]) -> bool:
@@ -235,9 +258,28 @@ async def _run_fixed(ctx: Context, cfg: RunConfig, tasks: list[Task], splits: li
             share = cfg.budget / split.chains if cfg.budget_unit == "tokens" and cfg.budget is not None else None
             sctx = replace(ctx, record=record, strategy=split.name, token_share=share)
             log.info("plan", strategy=split.name, chains=split.chains, turns=split.turns, chains_logged=len(tails))
+            if split.agent:
+                history = await anyio.to_thread.run_sync(episode_history, store, split.name)
+                for task in tasks:
+                    stored = {c: rows for (t, c), rows in history.items() if t == task.id}
+                    tg.start_soon(run_task_episodes, sctx, task, split.chains, split.turns, stored)
+                continue
             for task in tasks:
                 tg.start_soon(run_task_chains, sctx, task, [split.turns] * split.chains, tails,
                               cfg.model.samples_per_request)
+
+
+def episode_history(store: AttemptStore, strategy: str) -> dict[tuple[str, int], list[Attempt]]:
+    """(task, episode) → its completed steps in order, the last one with its messages (what
+    `--resume` replays and goes on from)."""
+    rows: dict[tuple[str, int], list[Attempt]] = {}
+    for a in store.iter_attempts():
+        if a.strategy == strategy and a.kind is AttemptKind.COMPLETED:
+            rows.setdefault((a.task_id, a.chain), []).append(a)
+    for key, (last, _) in store.chain_tails(strategy).items():
+        steps = sorted(rows.get(key, []), key=lambda a: a.turn)
+        rows[key] = [*steps[:-1], last] if steps and steps[-1].turn == last.turn else [*steps, last]
+    return rows
 
 
 async def _run_adaptive(ctx: Context, cfg: RunConfig, tasks: list[Task], table: AdaptiveTable, store: AttemptStore,
