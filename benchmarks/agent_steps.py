@@ -22,6 +22,7 @@ Sections (main() runs them in order; each prints its own lines, the `ratio` line
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import sys
@@ -161,8 +162,9 @@ async def section_left(b: Bench) -> None:
     try:
         left = 0
         for rid in b.run_ids:
-            left += len(await anyio.to_thread.run_sync(
-                lambda rid=rid: client.containers.list(all=True, filters={"label": f"{engine.RUN_LABEL}={rid}"})))
+            found = await anyio.to_thread.run_sync(functools.partial(
+                client.containers.list, all=True, sparse=True, filters={"label": f"{engine.RUN_LABEL}={rid}"}))
+            left += len(found)
     finally:
         await anyio.to_thread.run_sync(client.close)
     print(f"containers_left {left}")

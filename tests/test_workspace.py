@@ -16,7 +16,7 @@ import anyio
 import docker
 import pytest
 
-from agentloop.errors import DockerUnavailable, WorkspaceError
+from agentloop.errors import ConfigError, DockerUnavailable, WorkspaceError
 from agentloop.sandbox import SandboxConfig, reap_dead_runs
 from agentloop.sandbox.workspace import StepResult, Workspace, WorkspacePool
 
@@ -46,7 +46,8 @@ async def pool(docker_ready):
 def run_containers(run_id: str) -> list:
     client = docker.from_env()
     try:
-        return client.containers.list(all=True, filters={"label": f"agentloop.run={run_id}"})
+        # sparse: a full listing inspects each container and fails if one is being removed meanwhile
+        return client.containers.list(all=True, sparse=True, filters={"label": f"agentloop.run={run_id}"})
     finally:
         client.close()
 
@@ -250,6 +251,11 @@ async def test_a_dead_or_hung_server_is_a_workspace_error(pool):
         pool.request_extra, pool.grace_s = {}, 10.0
     async with pool.workspace() as ws:  # the pool goes on
         assert (await ws.run("echo ok", 10)).stdout == "ok\n"
+
+
+def test_workspace_size_must_fit_the_memory_limit():
+    with pytest.raises(ConfigError, match=r"does not fit sandbox\.memory_mb"):
+        WorkspacePool(replace(CFG, memory_mb=128, workspace_mb=40))
 
 
 async def test_a_container_that_cannot_start_is_a_workspace_error(docker_ready):

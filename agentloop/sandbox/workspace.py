@@ -38,7 +38,7 @@ from anyio.abc import SocketStream, TaskGroup
 from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
 
-from agentloop.errors import DockerUnavailable, WorkspaceError
+from agentloop.errors import ConfigError, DockerUnavailable, WorkspaceError
 from agentloop.sandbox import engine, stepper
 from agentloop.sandbox.config import SandboxConfig
 from agentloop.sandbox.docker_pool import (
@@ -72,6 +72,8 @@ STEP_ENV = {
     "PIP_PROGRESS_BAR": "off",
     "TQDM_DISABLE": "1",
 }
+HEADROOM_MB = 32
+"""Memory a workspace keeps beyond its three full tmpfs (/work, /tmp, /dev/shm): the server and a step."""
 HOSTNAME = "workspace"
 """The same in every workspace, so no observation depends on which container ran it."""
 
@@ -142,6 +144,8 @@ class _DockerWorkspace:
         """Run one step: `bash -c command`, or the Python code `command` when kind is "python"."""
         if kind not in KINDS:
             raise ValueError(f"unknown step kind {kind!r}: one of {', '.join(KINDS)}")
+        if not isinstance(command, str):
+            raise ValueError(f"a step's command must be str, not {type(command).__name__}")
         if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"step timeout must be a positive number of seconds, not {timeout_s!r}")
         wanted = _checked(read)
@@ -187,11 +191,11 @@ class _DockerWorkspace:
             raise self._give_up(f"step server sent a malformed read reply: {e}") from e
 
     async def _request(self, job: dict[str, Any], watchdog_s: float) -> dict[str, Any]:
-        if self._closed:
-            raise WorkspaceError(f"workspace {self.name}: used after its episode ended")
-        if self._broken:
-            raise WorkspaceError(f"workspace {self.name} is unusable: {self._broken}")
         async with self._lock:
+            if self._closed:
+                raise WorkspaceError(f"workspace {self.name}: used after its episode ended")
+            if self._broken:
+                raise WorkspaceError(f"workspace {self.name} is unusable: {self._broken}")
             job_id = next(self._ids)
             data = json.dumps({**job, **self._pool.request_extra, "id": job_id}).encode()
             try:
@@ -281,7 +285,12 @@ class WorkspacePool:
         self.run_id = run_id or f"run-{uuid4().hex[:12]}"
         self.warm = self.cfg.workspace_warm if warm is None else warm
         if self.warm < 0:
-            raise ValueError(f"warm must be >= 0, not {self.warm}")
+            raise ConfigError(f"sandbox.workspace_warm must be >= 0, not {self.warm}")
+        if 3 * self.cfg.workspace_mb + HEADROOM_MB > self.cfg.memory_mb:
+            raise ConfigError(
+                f"sandbox.workspace_mb = {self.cfg.workspace_mb} does not fit "
+                f"sandbox.memory_mb = {self.cfg.memory_mb}: /work, /tmp and /dev/shm (each workspace_mb) "
+                f"count against it, and the step server needs {HEADROOM_MB} MB beyond them")
         self.stats = WorkspaceStats()
         self.grace_s = GRACE_S
         """Host watchdog slack over a step's timeout (tests shorten it)."""
