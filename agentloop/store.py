@@ -132,9 +132,9 @@ class _Prompt:
         return len(text) > 2 and len(self.text) > len(text) and self.text.startswith(text[:-1] + ",")
 
     def delta(self, known: set[str], tails: Iterable[tuple[str, str] | None]) -> tuple[str, str, str | None]:
-        """The row (hash, json, parent) storing the messages after the longest proper prefix in
-        `known`: a chain's last stored prompt when this list extends it (the usual case: a
-        revision turn or an agent step), else the longest prefix found by hash."""
+        """The row (hash, json, parent) storing the messages after a proper prefix in `known`: a
+        chain's last prompt when this list extends it (a revision turn, an agent step: the longest
+        stored prefix, found without per-message work), else the longest one found by hash."""
         for tail in tails:
             if tail is not None and tail[0] in known and self.extends(tail[1]):
                 return self.key, "[" + self.text[len(tail[1]):], tail[0]
