@@ -265,8 +265,8 @@ def test_newer_version_and_missing_parent_are_one_line_errors(tmp_path: Path) ->
     with pytest.raises(RunDirError) as e:
         list(store.iter_attempts(with_messages=True))
     assert str(e.value) == expected
-    db.execute("UPDATE messages SET parent = ? WHERE hash = ?", (_messages_key(steps[2])[0], _messages_key(steps[0])[0]))
-    db.execute("INSERT INTO messages VALUES (?, '[]', ?)", (_messages_key(steps[1])[0], _messages_key(steps[2])[0]))
+    keys = [_messages_key(p)[0] for p in steps]
+    db.execute("INSERT INTO messages VALUES (?, '[]', ?)", (keys[1], keys[2]))  # 2 → 1 → 2
     with pytest.raises(RunDirError) as e:
         store.messages(_messages_key(steps[2])[0])
     assert str(e.value) == f"{path}: messages {_messages_key(steps[2])[0]} extend themselves (corrupt attempt store)"
