@@ -236,7 +236,7 @@ def test_suite_file(suite_toml: str, expected: str, server: str, tmp_path: Path,
     ("samples = 0\n", "{path}: 'samples' must be an integer >= 1, got 0"),
     ("samples = -3\n", "{path}: 'samples' must be an integer >= 1, got -3"),
     ("limit = 0\n", "{path}: 'limit' must be an integer >= 1, got 0"),
-    ('splits = ["4x"]\n', "{path}: 'splits': '4x' is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'"),
+    ('splits = ["4x"]\n', "{path}: 'splits': '4x' is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4', or 'agent:NxM' (N episodes × up to M steps), e.g. 'agent:2x16'"),
     ('splits = ["4:1", "2:2"]\nbudget = 8\n', "{path}: 'splits': '4:1' is 4 generations per task, but budget is 8; expected N×M = budget"),
     ('splits = ["2:2", "2x2"]\n', "{path}: 'splits': ['2:2', '2x2'] names a split twice"),
     ('budget_unit = "tokens"\n', "{path}: 'budget' must be set (an integer >= 1) when budget_unit is 'tokens', got None"),
@@ -277,7 +277,7 @@ def test_config_file(config: str | bytes, expected: str, server: str, tmp_path: 
     (["--tasks", "smoke/0,smoke/99"], "task_ids: unknown task id(s) smoke/99; expected ids of the suite, e.g. smoke/0"),
     (["--config", "{tmp}/missing.toml"], "{tmp}/missing.toml: no such config file"),
     (["--config", "{tmp}"], "{tmp}: is a directory; expected a TOML file"),
-    (["--splits", "4:1,1:0"], "--splits: '1:0' is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'"),
+    (["--splits", "4:1,1:0"], "--splits: '1:0' is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4', or 'agent:NxM' (N episodes × up to M steps), e.g. 'agent:2x16'"),
     (["--splits", "4:1,2:1", "--budget", "4"], "--splits: '2:1' is 2 generations per task, but budget is 4; "
                                               "expected N×M = budget for every split (equal compute)"),
     (["--budget-unit", "gpus"], "argument --budget-unit: invalid choice: 'gpus' (choose from 'generations', 'tokens') (see: agentloop run --help)"),
@@ -544,7 +544,7 @@ def test_not_a_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 # --- the adaptive table, and errors raised inside task groups ----------------------------------
 
-SPLIT_EXPECTED = "is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4'"
+SPLIT_EXPECTED = "is not a split; expected 'N:M' (N chains × up to M turns, both >= 1), e.g. '4:4', or 'agent:NxM' (N episodes × up to M steps), e.g. 'agent:2x16'"
 
 
 @pytest.mark.parametrize("changes, splits, expected", [

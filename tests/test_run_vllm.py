@@ -99,3 +99,26 @@ def test_export_of_a_real_run_loads_with_datasets(vllm_server, tmp_path, monkeyp
     text = "".join(p.read_text() for p in out.iterdir())
     assert grading and not [line for line in grading if line in text]
     capsys.readouterr()
+
+
+def test_agent_episodes_against_real_vllm(vllm_server, tmp_path, capsys):
+    """The text protocol end to end with SmolLM2-135M: whatever it writes, every step is a completed
+    row (an action's observation or a format error), prompts only extend, and the state is graded."""
+    runs = tmp_path / "runs"
+    assert main(["run", "--suite", "smoke", "--tasks", "smoke/0,smoke/3", "--splits", "agent:1x3",
+                 "--max-tokens", "96", "--temperature", "0.7", "--seed", "0", "--step-timeout", "5",
+                 "--base-url", vllm_server, "--runs-dir", str(runs)]) == 0
+    (run_dir,) = list(runs.iterdir())
+    report = build_report(run_dir)
+    assert report.infra_errors == 0 and report.missing == 0
+    store = AttemptStore.open(run_dir)
+    rows = sorted(store.iter_attempts(with_messages=True), key=lambda a: (a.task_id, a.turn))
+    store.close()
+    assert rows and all(a.kind is AttemptKind.COMPLETED and a.verdict is not None for a in rows)
+    for task in ("smoke/0", "smoke/3"):
+        steps = [a for a in rows if a.task_id == task]
+        assert [a.turn for a in steps] == list(range(len(steps))) and steps[-1].extra["episode"]["outcome"]
+        for prev, cur in zip(steps, steps[1:], strict=False):
+            assert cur.messages[: len(prev.messages)] == prev.messages
+            assert cur.messages[-1]["content"] == prev.feedback and cur.cached_prompt_tokens is not None
+    capsys.readouterr()
