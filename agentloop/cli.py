@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--python", help="interpreter that has vLLM (default: this one)")
+    p.add_argument("--tool-call-parser", metavar="NAME",
+                   help="vLLM tool-call parser for agent episodes' tools protocol: auto (from the model name, "
+                        "default), none, or a parser name (hermes, llama3_json, mistral, ...)")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="extra vLLM flags after --")
     sb = sub.add_parser("sandbox", help="the Docker sandbox").add_subparsers(dest="sandbox_command", required=True)
     p = sb.add_parser("build", help="build the sandbox image (Dockerfile, else offline debootstrap)")
@@ -251,7 +254,8 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     from agentloop.serve import ServeConfig, serve_forever
 
     extra = [a for a in args.vllm_args if a != "--"]
-    given = {"served_model_name": args.served_model_name, "python": args.python}
+    given = {"served_model_name": args.served_model_name, "python": args.python,
+             "tool_call_parser": args.tool_call_parser}
     cfg = ServeConfig(model=args.model, host=args.host, port=args.port, extra_args=extra,
                       **{k: v for k, v in given.items() if v})
     anyio.run(serve_forever, cfg)

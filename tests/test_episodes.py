@@ -283,3 +283,20 @@ def _wait_for_steps(runs_dir: Path, steps: int, proc: subprocess.Popen) -> Path:
                 return db.parent
         time.sleep(0.2)
     raise AssertionError(f"no {steps} steps stored in time")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--suite", "gsm8k", "--limit", "2", "--splits", "agent:1x2"],
+     "splits: 'agent:1x2' runs agent episodes, which need function tasks, but gsm8k has math tasks"),
+    (["--splits", "agent:0x2"], "--splits: 'agent:0x2' is not a split"),
+    (["--agent-protocol", "smoke-signals"], "argument --agent-protocol: invalid choice: 'smoke-signals'"),
+    (["--step-timeout", "0"], "--step-timeout must be a number of seconds > 0, got 0.0"),
+])
+def test_bad_agent_input_is_one_line_and_leaves_no_run_dir(args, expected, tmp_path, capsys):
+    from agentloop.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["run", "--base-url", "http://127.0.0.1:9/v1", "--runs-dir", str(runs), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err, err
+    assert len(err.splitlines()) == 1 and not runs.exists()

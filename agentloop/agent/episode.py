@@ -31,7 +31,7 @@ from agentloop.attempt import Attempt, AttemptKind
 from agentloop.errors import ContextLengthExceeded, InfraError, WorkspaceError
 from agentloop.loop import Context, attempt_tokens
 from agentloop.model.client import Completion
-from agentloop.sandbox.types import ExecResult, Verdict, Workspace, Workspaces
+from agentloop.sandbox.types import ExecResult, StepOutput, Verdict, Workspace, Workspaces
 from agentloop.strategy import slot_seed
 from agentloop.tasks.model import Task
 from agentloop.verify import graded_attempt
@@ -186,10 +186,7 @@ async def _act(ctx: Context, ws: Workspace, ep: _Episode,
             observation = "Submitted."
         else:
             t0 = time.monotonic()
-            r = await ws.run(action.command, ctx.agent.step_timeout_s, kind=action.kind, read=(SOLUTION,))
-            ep.code = r.files.get(SOLUTION)
-            observation = result_text(r.exit_code, r.timed_out, ctx.agent.step_timeout_s, r.stdout, r.stderr,
-                                      ctx.agent.observation_chars)
+            r, observation = await _run(ctx, ws, ep, action.kind, action.command)
             entry.update(exit_code=r.exit_code, timed_out=r.timed_out, duration_s=round(time.monotonic() - t0, 4))
         entry["observation_sha"] = _sha(observation)
         logs.append(entry)
@@ -197,6 +194,15 @@ async def _act(ctx: Context, ws: Workspace, ep: _Episode,
         if action.kind == "submit":
             return logs, observations, True
     return logs, observations, False
+
+
+async def _run(ctx: Context, ws: Workspace, ep: _Episode, kind: str, command: str) -> tuple[StepOutput, str]:
+    """Run one action; the episode's solution.py follows it. (result, what the model reads)"""
+    r = await ws.run(command, ctx.agent.step_timeout_s, kind=kind, read=(SOLUTION,))
+    ep.code = r.files.get(SOLUTION)
+    agent = ctx.agent
+    return r, result_text(r.exit_code, r.signal, r.timed_out, agent.step_timeout_s, r.stdout, r.stderr,
+                          agent.observation_chars)
 
 
 def _sha(text: str) -> str:
@@ -265,11 +271,7 @@ async def _replay(ctx: Context, ws: Workspace, ep: _Episode, done: Sequence[Atte
         for entry in info.get("actions") or []:
             if entry.get("kind") not in ("bash", "python"):
                 continue
-            r = await ws.run(str(entry.get("command", "")), ctx.agent.step_timeout_s, kind=entry["kind"],
-                             read=(SOLUTION,))
-            ep.code = r.files.get(SOLUTION)
-            observation = result_text(r.exit_code, r.timed_out, ctx.agent.step_timeout_s, r.stdout, r.stderr,
-                                      ctx.agent.observation_chars)
+            _, observation = await _run(ctx, ws, ep, entry["kind"], str(entry.get("command", "")))
             if entry.get("observation_sha") != _sha(observation) and row.turn not in ep.diverged:
                 ep.diverged.append(row.turn)
         ep.tokens += attempt_tokens(row)

@@ -142,11 +142,16 @@ def cap(text: str, limit: int) -> str:
     return text[: keep // 2] + note + text[len(text) - (keep - keep // 2):]
 
 
-def result_text(exit_code: int | None, timed_out: bool, timeout_s: float, stdout: str, stderr: str,
-                limit: int) -> str:
+def result_text(exit_code: int | None, signal: int | None, timed_out: bool, timeout_s: float, stdout: str,
+                stderr: str, limit: int) -> str:
     """What the model reads after a command: its exit status, then its output (head and tail)."""
-    head = (f"timed out after {timeout_s:g} s; the command and everything it started were killed"
-            if timed_out else f"exit code: {exit_code}")
+    if timed_out:
+        head = f"timed out after {timeout_s:g} s; the command and everything it started were killed"
+    elif exit_code is None:
+        why = " (out of memory?)" if signal == 9 else ""
+        head = f"killed by signal {signal}{why}"
+    else:
+        head = f"exit code: {exit_code}"
     parts = [head]
     if stdout:
         parts.append(f"stdout:\n{stdout.rstrip()}")
