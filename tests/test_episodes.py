@@ -127,6 +127,13 @@ def test_format_errors_step_and_token_limits(tmp_path):
         (0, 0, None), (0, 1, None), (0, 2, "step_limit"), (1, 0, None), (1, 1, None), (1, 2, "step_limit")]
     assert "solution.py" in rows[0].feedback and "test_solution.py" in rows[0].feedback
 
+    def sleepy(request: ScriptedRequest) -> str:
+        return bash("sleep 0.8")
+
+    # The time limit counts the actions' time in the workspace (not the model's): 3 × 0.8 s >= 2 s.
+    rows = run_agent(tmp_path / "time", sleepy, ["agent:1x8"], agent=AgentConfig(time_limit_s=2.0))
+    assert [episode(a)["outcome"] for a in rows] == [None, None, "time_limit"]
+
     rows = run_agent(tmp_path / "tokens", idle, ["agent:1x50"], budget=400, budget_unit="tokens")
     assert episode(rows[-1])["outcome"] == "token_limit" and 1 < len(rows) < 50
     spent = sum(a.prompt_tokens + a.completion_tokens for a in rows)

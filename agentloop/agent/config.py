@@ -15,7 +15,9 @@ class AgentConfig:
     step_timeout_s: float = 10.0
     """Wall-clock limit of one action; its whole process tree is killed then."""
     time_limit_s: float = 600.0
-    """Wall-clock limit of one episode (model time included); it then ends, graded on its state."""
+    """Limit on the time an episode's actions run in its workspace, summed over its steps (the
+    model's time is not counted, so a slow or busy server changes no outcome); it then ends,
+    graded on its state."""
     observation_chars: int = 4000
     """Cap on one observation (the head and tail are kept)."""
     max_format_errors: int = 3

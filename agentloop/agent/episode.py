@@ -72,9 +72,10 @@ class _Episode:
     chain: int
     steps: int
     messages: list[dict[str, Any]]
-    deadline: float
     step: int = 0
     tokens: float = 0.0
+    acting_s: float = 0.0
+    """Time the episode's actions have run in its workspace (what `[agent] time_limit_s` limits)."""
     format_errors: int = 0
     code: str | None = None
     graded: _State | None = None
@@ -104,7 +105,7 @@ async def run_episode(ctx: Context, task: Task, chain: int, steps: int, done: Se
     assert ctx.workspaces is not None, "an agent split needs workspaces"
     files = workspace_files(task)
     ep = _Episode(task, chain, steps, first_messages(task.prompt, None, ctx.agent),
-                  deadline=time.monotonic() + ctx.agent.time_limit_s, code=files[SOLUTION])
+                  code=files[SOLUTION])
     started = time.time()
     try:
         async with ctx.workspaces.workspace(files) as ws:
@@ -167,7 +168,7 @@ def _outcome(ctx: Context, ep: _Episode, submitted: bool, tokens: float) -> str 
         return "step_limit"
     if ctx.token_share is not None and tokens >= ctx.token_share:
         return "token_limit"
-    if time.monotonic() >= ep.deadline:
+    if ep.acting_s >= ctx.agent.time_limit_s:
         return "time_limit"
     return None
 
@@ -185,9 +186,9 @@ async def _act(ctx: Context, ws: Workspace, ep: _Episode,
         elif action.kind == "submit":
             observation = "Submitted."
         else:
-            t0 = time.monotonic()
             r, observation = await _run(ctx, ws, ep, action.kind, action.command)
-            entry.update(exit_code=r.exit_code, timed_out=r.timed_out, duration_s=round(time.monotonic() - t0, 4))
+            ep.acting_s += r.duration_s
+            entry.update(exit_code=r.exit_code, timed_out=r.timed_out, duration_s=round(r.duration_s, 4))
         entry["observation_sha"] = _sha(observation)
         logs.append(entry)
         observations.append(observation)
@@ -286,7 +287,8 @@ async def _replay(ctx: Context, ws: Workspace, ep: _Episode, done: Sequence[Atte
                    *(info.get("observation_messages") or [])]
     ep.step = last.turn + 1
     ep.format_errors = int(info.get("format_errors") or 0)
-    ep.deadline -= max(0.0, last.finished_at - done[0].started_at)
+    ep.acting_s = sum(float(e.get("duration_s") or 0.0) for row in done
+                      for e in _episode_extra(row).get("actions") or [])
     if last.code == ep.code and last.verdict is not None:
         ep.graded = _State(last.code, verdict=last.verdict, grading=last.grading,
                            feedback_verdict=last.feedback_verdict)
