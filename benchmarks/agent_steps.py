@@ -223,7 +223,8 @@ async def section_episodes(b: Bench) -> None:
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = {"vmrss": vm_kib("self", "VmRSS")}
     rss_before = peak["vmrss"]
-    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    maxrss_before = ru0.ru_maxrss
     stop_sampling = anyio.Event()
 
     async def sample() -> None:
@@ -257,7 +258,9 @@ async def section_episodes(b: Bench) -> None:
     finally:
         stop(server)
     b.run_ids.append(run_id)
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    maxrss = ru1.ru_maxrss
+    cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
     done = [r for r in rows if r.kind is AttemptKind.COMPLETED]
     infra = [r for r in rows if r.kind is AttemptKind.INFRA_ERROR]
     outcomes: dict[str, int] = {}
@@ -297,6 +300,8 @@ async def section_episodes(b: Bench) -> None:
           f"{rss_before / 1024:.0f} MiB before), ru_maxrss {maxrss / 1024:.0f} MiB "
           f"({maxrss_before / 1024:.0f} before); "
           f"scripted server process (not agentloop) peak {server_hwm / 1024:.0f} MiB")
+    print(f"  agentloop process CPU during the run {cpu:.1f} s ({cpu / wall:.0%} of one core over the wall; "
+          f"{cpu / len(done) * 1e3:.1f} ms per step)")
     print(f"  containers left of run {run_id}: {len(left)}")
     print(f"episodes_steps_per_s {len(done) / wall:.1f}")
     print(f"episodes_peak_rss_mib {max(peak['vmrss'], maxrss) / 1024:.0f}")
