@@ -208,7 +208,7 @@ async def _workspaces(cfg: RunConfig, run_id: str, agent: bool) -> AsyncIterator
     if not agent:
         yield None
         return
-    async with WorkspacePool(cfg.sandbox, run_id, warm=min(cfg.agent.max_live, cfg.sandbox.pool_size)) as pool:
+    async with WorkspacePool(cfg.sandbox, run_id, warm=min(cfg.agent.max_live, cfg.sandbox.workspace_warm)) as pool:
         yield pool
 
 
