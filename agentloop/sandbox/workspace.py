@@ -17,13 +17,9 @@ watchdog of timeout + grace passed) raises `WorkspaceError`; it never makes up a
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
-import json
 import math
-import os
 import socket
-import struct
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,29 +28,19 @@ from typing import Any, Protocol
 from uuid import uuid4
 
 import anyio
-import docker
 import structlog
-from anyio.abc import SocketStream, TaskGroup
+from anyio.abc import TaskGroup
 from docker.models.containers import Container
-from docker.types import LogConfig, Ulimit
 
 from agentloop.errors import ConfigError, DockerUnavailable, WorkspaceError
-from agentloop.sandbox import engine, stepper
+from agentloop.sandbox import stepper
 from agentloop.sandbox.config import SandboxConfig
-from agentloop.sandbox.docker_pool import (
-    EXECUTOR_MOUNT,
-    READY_TIMEOUT_S,
-    SANDBOX_ENV,
-    _own_socket,
-    _Worker,
-    check_executor_readable,
-)
+from agentloop.sandbox.containers import SANDBOX_ENV, Channel, RunContainers, WorkerDied
 from agentloop.sandbox.stepper.paths import check as check_path
 
 log = structlog.get_logger()
 
 STEPPER_DIR = Path(stepper.__file__).resolve().parent
-STEPPER_MOUNT = f"{EXECUTOR_MOUNT}/agentloop_stepper"
 WORKDIR = stepper.WORKDIR
 GRACE_S = 10.0
 """Host watchdog slack over a step's own timeout: the server kills and reaps the step first."""
@@ -126,12 +112,11 @@ class WorkspaceStats:
 class _DockerWorkspace:
     """One container and its step server; one request at a time."""
 
-    def __init__(self, pool: WorkspacePool, worker: _Worker, name: str) -> None:
+    def __init__(self, pool: WorkspacePool, worker: Channel, name: str) -> None:
         self.name = name
         self._pool = pool
         self._worker = worker
         self._lock = anyio.Lock()
-        self._ids = itertools.count(1)
         self._broken = ""
         self._closed = False
 
@@ -196,23 +181,13 @@ class _DockerWorkspace:
                 raise WorkspaceError(f"workspace {self.name}: used after its episode ended")
             if self._broken:
                 raise WorkspaceError(f"workspace {self.name} is unusable: {self._broken}")
-            job_id = next(self._ids)
-            data = json.dumps({**job, **self._pool.request_extra, "id": job_id}).encode()
             try:
-                with anyio.fail_after(watchdog_s):
-                    await self._worker._stream.send(struct.pack(">I", len(data)) + data)
-                    reply = await self._worker._read_frame()
-            except TimeoutError as e:
-                raise self._give_up(f"no answer from the step server within {watchdog_s:g} s") from e
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
-                raise self._give_up(f"the container's step server is gone ({type(e).__name__})") from e
-            except ValueError as e:
-                raise self._give_up(f"step server broke the protocol: {e}") from e
+                reply = await self._worker.request({**job, **self._pool.request_extra}, watchdog_s)
+            except WorkerDied as e:
+                raise self._give_up(str(e)) from e
             except BaseException:  # cancelled mid-request: where the server is in it is unknown
                 self._broken = "a request was cancelled before its answer came"
                 raise
-        if reply.pop("id", None) != job_id:
-            raise self._give_up("step server answered a different request")
         if "error" in reply:
             raise self._give_up(str(reply["error"]))
         return reply
@@ -296,25 +271,22 @@ class WorkspacePool:
         """Host watchdog slack over a step's timeout (tests shorten it)."""
         self.request_extra: dict[str, Any] = {}
         """Test hook sent with every request (e.g. {"hang_s": 5}: the server sleeps before answering)."""
-        self._client: docker.DockerClient | None = None
+        self._run = RunContainers(self.cfg, self.run_id, "workspace container")
         self._tg: TaskGroup | None = None
         self._ready_send, self._ready_recv = anyio.create_memory_object_stream[_DockerWorkspace](math.inf)
         self._refilling = 0
         self._starts = anyio.CapacityLimiter(MAX_STARTS)
-        self._containers: dict[str, Container] = {}
         self._live: set[_DockerWorkspace] = set()
         self._names = itertools.count()
         self._last_error = ""
 
     async def __aenter__(self) -> WorkspacePool:
         t0 = anyio.current_time()
-        self._client = await anyio.to_thread.run_sync(engine.connect)
+        await self._run.connect()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
-            check_executor_readable(STEPPER_DIR)
-            await anyio.to_thread.run_sync(engine.ensure_image, self._client, self.cfg.image)
-            await anyio.to_thread.run_sync(engine.reap_dead_runs, self._client)
+            await self._run.prepare(STEPPER_DIR)
             async with anyio.create_task_group() as tg:
                 for _ in range(self.warm):
                     tg.start_soon(self._refill)
@@ -391,82 +363,30 @@ class WorkspacePool:
         except Exception:
             self.stats.failed_starts += 1
             raise
-        self._containers[container.id] = container
+        self._run.known[container.id] = container
         try:
-            worker = await _connect(container, sock)
-        except BaseException:
+            worker = await Channel.connect(container, sock, "step server", stepper.VERSION)
+        except BaseException as e:
             self.stats.failed_starts += 1
-            await self._remove_quietly(container)
+            await self._run.remove_quietly(container)
+            if isinstance(e, WorkerDied):  # did not start, or not as a step server of our version
+                raise WorkspaceError(str(e)) from e
             raise
         self.stats.started += 1
         return _DockerWorkspace(self, worker, name)
 
     def _create_container(self, name: str) -> tuple[Container, socket.socket]:
-        """Create, attach (before start, so nothing is missed), start. Runs in a worker thread."""
-        assert self._client is not None
+        """Runs in a worker thread. /work, /tmp and /dev/shm are the only writable places; the
+        server moves to /work."""
         cfg = self.cfg
-        tmpfs = f"size={cfg.workspace_mb}m,mode=1777"
-        extra = {"runtime": cfg.runtime} if cfg.runtime else {}
-        container = self._client.containers.create(
-            cfg.image,
-            command=["python3", "-m", "agentloop_stepper"],
-            name=name,
-            hostname=HOSTNAME,
-            labels={
-                engine.RUN_LABEL: self.run_id,
-                "agentloop.owner_pid": str(os.getpid()),
-                "agentloop.owner_host": socket.gethostname(),
-                "agentloop.kind": "workspace",
-            },
-            user="65534:65534",
-            working_dir=EXECUTOR_MOUNT,  # `-m` finds the package there; the server then moves to /work
-            volumes={str(STEPPER_DIR): {"bind": STEPPER_MOUNT, "mode": "ro"}},
-            environment=STEP_ENV,
-            network_mode="none",
-            read_only=True,
-            tmpfs={WORKDIR: tmpfs, "/tmp": tmpfs},
-            shm_size=f"{cfg.workspace_mb}m",
-            mem_limit=f"{cfg.memory_mb}m",
-            memswap_limit=f"{cfg.memory_mb}m",
-            pids_limit=cfg.pids_limit,
-            nano_cpus=int(cfg.cpus * 1e9),
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            ulimits=[Ulimit(name="core", soft=0, hard=0)],
-            log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
-            stdin_open=True,  # with detach=False this also sets StdinOnce: our hang-up ends it
-            auto_remove=False,
-            **extra,
-        )
-        try:
-            raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1})
-            sock = _own_socket(raw)
-            container.start()
-        except BaseException:
-            container.remove(force=True)
-            raise
-        return container, sock
+        return self._run.create(
+            name, STEPPER_DIR, "agentloop_stepper", environment=STEP_ENV, tmpfs_mb=cfg.workspace_mb,
+            tmpfs=(WORKDIR, "/tmp"), labels={"agentloop.kind": "workspace"}, hostname=HOSTNAME,
+            shm_size=f"{cfg.workspace_mb}m")
 
     async def _discard(self, ws: _DockerWorkspace) -> None:
         await ws._worker.aclose()
-        await self._remove_quietly(ws.container)
-
-    async def _remove(self, container: Container) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await anyio.to_thread.run_sync(functools.partial(container.remove, force=True))
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as e:
-                if e.status_code != 409:  # 409: removal already in progress
-                    raise
-            self._containers.pop(container.id, None)
-
-    async def _remove_quietly(self, container: Container) -> None:
-        try:
-            await self._remove(container)
-        except Exception as e:  # noqa: BLE001 - DockerException or a dead engine's ConnectionError
-            log.warning("could not remove workspace container", container=container.name, error=str(e))
+        await self._run.remove_quietly(ws.container)
 
     async def _shutdown(self) -> None:
         """Remove every container of the run, even when cancelled (Ctrl-C)."""
@@ -492,30 +412,4 @@ class WorkspacePool:
                 ws._closed = True
                 await ws._worker.aclose()
             self._live.clear()
-            async with anyio.create_task_group() as tg:
-                for container in list(self._containers.values()):
-                    tg.start_soon(self._remove_quietly, container)
-            if self._client is not None:  # anything created while a start was being cancelled
-                try:
-                    await anyio.to_thread.run_sync(engine.remove_run, self._client, self.run_id)
-                except Exception as e:  # noqa: BLE001 - never mask the error that ends the run
-                    log.warning("could not sweep the run's workspaces; `agentloop sandbox gc` will",
-                                run_id=self.run_id, error=str(e))
-                await anyio.to_thread.run_sync(self._client.close)
-                self._client = None
-
-
-async def _connect(container: Container, sock: socket.socket) -> _Worker:
-    """The attach stream of a started container, once its step server said it is ready."""
-    worker = _Worker(container, await SocketStream.from_socket(sock))
-    try:
-        with anyio.fail_after(READY_TIMEOUT_S):
-            hello = await worker._read_frame()
-    except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError, ValueError) as e:
-        await worker.aclose()
-        raise WorkspaceError(f"step server did not start: {type(e).__name__}: {e}") from e
-    if not hello.get("ready") or hello.get("version") != stepper.VERSION:
-        await worker.aclose()
-        raise WorkspaceError(f"step server sent {hello!r:.200} instead of a ready message "
-                             f"for protocol version {stepper.VERSION}")
-    return worker
+            await self._run.remove_all()
