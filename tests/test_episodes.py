@@ -4,6 +4,7 @@ observation and decides its next action, so a task is solved only if the observa
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -153,9 +155,19 @@ def test_context_full_ends_the_episode_graded_on_its_state(tmp_path):
 
 
 def test_actions_that_never_end_or_fail_become_observations(tmp_path):
-    def stubborn(request: ScriptedRequest) -> str:
-        return [bash("sleep 100"), bash("echo $((1/0))"), bash("rm solution.py"), bash("submit")][step_of(request)]
+    secret = grading_only_lines(SQUARE)[0]
 
+    def stubborn(request: ScriptedRequest) -> str:
+        return [bash("sleep 100"), bash("echo $((1/0))"), bash("rm solution.py"), bash("submit"),
+                ][step_of(request)] if step_of(request) < 4 else bash("submit")
+
+    def searcher(request: ScriptedRequest) -> str:  # hunts for the hidden tests in its workspace
+        hunt = f"grep -rlF {secret!r} / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null"
+        return bash(f"{hunt}; echo searched rc=$?") if step_of(request) == 0 else bash("submit")
+
+    (found, _) = run_agent(tmp_path / "search", searcher, ["agent:1x2"], agent=AgentConfig(step_timeout_s=20))
+    # grep listed no file (rc 1: no match; 2: no match, some unreadable files): the line is nowhere in the container
+    assert found.feedback.split("stdout:\n")[1].strip() in ("searched rc=1", "searched rc=2"), found.feedback
     rows = run_agent(tmp_path, stubborn, ["agent:1x8"], agent=AgentConfig(step_timeout_s=1.5))
     assert "timed out after 1.5 s" in rows[0].feedback
     assert "exit code: 1" in rows[1].feedback and "division by 0" in rows[1].feedback
@@ -206,24 +218,33 @@ def test_agent_runs_beside_revision_and_parallel(tmp_path):
 
 
 def test_a_hostile_episode_leaves_an_honest_one_unchanged(tmp_path):
-    hostile = [":(){ :|:& };:", "python3 -c \"x = bytearray(4 << 30)\"", "yes > /work/fill; yes > /tmp/fill",
-               "(sleep 300 &) ; kill -9 -1", "submit"]
-    honest_alone = run_agent(tmp_path / "alone", solver, ["agent:1x8"])
-    both = run_agent(tmp_path / "both", _chain_split(hostile), ["agent:2x8"], agent=AgentConfig(step_timeout_s=3))
+    """Episode 1 runs each of the sandbox's hostile programs (tests/test_hostile.py) as an action, plus a
+    `kill -9 -1` and a process that outlives its step, while episode 0 solves the task next to it."""
+    spec = importlib.util.spec_from_file_location("hostile_programs", Path(__file__).with_name("test_hostile.py"))
+    assert spec and spec.loader
+    programs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(programs)
+    HOSTILE = programs.HOSTILE
+    hostile = [f"python3 - <<'EOF'\n{textwrap.dedent(code)}\nEOF" for code, _, _ in HOSTILE.values()]
+    hostile += ["(sleep 300 &) ; kill -9 -1", "submit"]
+    split = f"agent:2x{len(hostile)}"
+    honest_alone = run_agent(tmp_path / "alone", solver, [f"agent:1x{len(hostile)}"])
+    both = run_agent(tmp_path / "both", _chain_split(hostile, split), [split], agent=AgentConfig(step_timeout_s=3))
     honest = [a for a in both if a.chain == 0]
     evil = [a for a in both if a.chain == 1]
     assert [a.feedback for a in honest] == [a.feedback for a in honest_alone]
     assert [a.verdict for a in honest] == [a.verdict for a in honest_alone]
     assert len(evil) == len(hostile) and episode(evil[-1])["outcome"] == "submitted"
     assert all(a.kind is AttemptKind.COMPLETED for a in both)
+    assert "timed out" in evil[0].feedback  # the fork bomb ran until its step's time limit
 
 
-def _chain_split(hostile: list[str]):
+def _chain_split(hostile: list[str], split: str):
     """Episode 0 is the honest solver and episode 1 runs the hostile actions: the seed of a step is
     the slot's (strategy, task, episode, step), so the script tells them apart by the seed of step 0."""
     from agentloop.strategy import slot_seed
 
-    evil_seeds = {slot_seed(1, "agent:2x8", 0, 1, s) for s in range(8)}
+    evil_seeds = {slot_seed(1, split, 0, 1, s) for s in range(len(hostile))}
 
     def script(request: ScriptedRequest) -> str:
         if request.params.get("seed") in evil_seeds:
@@ -271,8 +292,18 @@ def test_kill_9_mid_episode_then_resume_replays_and_never_asks_again(tmp_path):
     assert [a.turn for a in rows] == [0, 1, 2, 3, 4] and rows[-1].verdict is Verdict.PASSED
     assert "replay_diverged" not in episode(rows[3])  # the replay saw the same observations
     assert rows[3].messages[: len(rows[2].messages)] == rows[2].messages
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", "label=agentloop.run"], capture_output=True, text=True)
+    run_id = _meta(run_dir, "run_id")
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=agentloop.run={run_id}"],
+                          capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def _meta(run_dir: Path, key: str) -> Any:
+    store = AttemptStore.open(run_dir)
+    try:
+        return store.get_meta(key)
+    finally:
+        store.close()
 
 
 def _wait_for_steps(runs_dir: Path, steps: int, proc: subprocess.Popen) -> Path:

@@ -26,7 +26,8 @@ TEXT_SYSTEM = (
     "in a single ```bash code block. You will see its output. Edit solution.py (for example with "
     "`cat > solution.py <<'EOF'` ... `EOF`), run `python3 test_solution.py` to check it, and when you are "
     "done reply with a ```bash block that holds only the word submit. Each command runs in a fresh "
-    "shell with a time limit; files persist between commands, processes do not."
+    "shell with a time limit; files persist between commands, processes do not.\n\n"
+    "Example reply:\nLet me run the tests first.\n```bash\npython3 test_solution.py\n```"
 )
 TOOLS_SYSTEM = (
     "You are a careful Python programmer with tools that act in a Linux workspace holding solution.py "
