@@ -48,6 +48,9 @@ def test_capture_keeps_head_and_tail():
     tail_only = Capture(4, head=False)
     tail_only.feed(b"123456")
     assert bytes(tail_only.tail) == b"3456"
+    whole = Capture(10)  # fits, but a 2-byte character straddles the head/tail boundary
+    whole.feed("abcdé12".encode())
+    assert (whole.text(), whole.truncated) == ("abcdé12", False)
 
 
 class AlwaysEqual:

@@ -25,9 +25,9 @@ class Capture:
         return self.total > len(self.head) + len(self.tail)
 
     def text(self):
+        if not self.truncated:  # one piece: a character split between head and tail stays whole
+            return (bytes(self.head) + bytes(self.tail)).decode("utf-8", "replace")
         head = self.head.decode("utf-8", "replace")
         tail = self.tail.decode("utf-8", "replace")
-        if not self.truncated:
-            return head + tail
         cut = self.total - len(self.head) - len(self.tail)
         return "%s\n[... %d bytes truncated ...]\n%s" % (head, cut, tail)
