@@ -1,4 +1,4 @@
-"""agentloop: test-time compute on verifiable tasks (parallel samples, sequential revisions).
+"""agentloop: test-time compute on verifiable tasks (parallel samples, sequential revisions, agent episodes).
 
 The curated public API; everything else is internal and may change. Locked by tests/test_api.py.
 
@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING, Any
 from agentloop.errors import (
     AgentloopError,
     ConfigError,
+    ContextLengthExceeded,
     DataError,
     DockerUnavailable,
     ImageMissing,
     InfraError,
     RunDirError,
     ServerUnreachable,
+    WorkspaceError,
 )
 
 if TYPE_CHECKING:
+    from agentloop.agent.config import AgentConfig
     from agentloop.attempt import Attempt, AttemptKind
     from agentloop.config import RunConfig, load_config
     from agentloop.export import ExportOptions, ExportStats, export_runs
@@ -32,13 +35,14 @@ if TYPE_CHECKING:
     from agentloop.model.config import ModelConfig, SamplingParams
     from agentloop.report import Report, build_report
     from agentloop.runner import run
-    from agentloop.sandbox import DockerPool, ExecResult, Sandbox, SandboxConfig, Verdict
+    from agentloop.sandbox import DockerPool, ExecResult, Sandbox, SandboxConfig, Verdict, Workspace, WorkspacePool
     from agentloop.store import AttemptStore
     from agentloop.tasks.loaders import load_jsonl
     from agentloop.tasks.model import Suite, Task
     from agentloop.tasks.suites import load_suite
 
 _LAZY = {
+    "agentloop.agent.config": ("AgentConfig",),
     "agentloop.attempt": ("Attempt", "AttemptKind"),
     "agentloop.config": ("RunConfig", "load_config"),
     "agentloop.export": ("ExportOptions", "ExportStats", "export_runs"),
@@ -48,7 +52,8 @@ _LAZY = {
     "agentloop.model.config": ("ModelConfig", "SamplingParams"),
     "agentloop.report": ("Report", "build_report"),
     "agentloop.runner": ("run",),
-    "agentloop.sandbox": ("DockerPool", "ExecResult", "Sandbox", "SandboxConfig", "Verdict"),
+    "agentloop.sandbox": ("DockerPool", "ExecResult", "Sandbox", "SandboxConfig", "Verdict", "Workspace",
+                          "WorkspacePool"),
     "agentloop.store": ("AttemptStore",),
     "agentloop.tasks.loaders": ("load_jsonl",),
     "agentloop.tasks.model": ("Suite", "Task"),
@@ -71,10 +76,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AgentloopError", "AnswerVerdict", "Attempt", "AttemptKind", "AttemptStore", "Completion", "ConfigError",
-    "DataError", "DockerPool", "DockerUnavailable", "ExecResult", "ExportOptions", "ExportStats", "ImageMissing",
-    "InfraError",
-    "ModelClient", "ModelConfig", "Report", "RunConfig", "RunDirError", "SamplingParams", "Sandbox",
-    "SandboxConfig", "ServerUnreachable", "Suite", "Task", "Verdict", "answers_equal", "build_report",
-    "canonical_answer", "export_runs", "grade_answer", "load_config", "load_jsonl", "load_suite", "pass_at_k", "run",
+    "AgentConfig", "AgentloopError", "AnswerVerdict", "Attempt", "AttemptKind", "AttemptStore", "Completion",
+    "ConfigError", "ContextLengthExceeded", "DataError", "DockerPool", "DockerUnavailable", "ExecResult",
+    "ExportOptions", "ExportStats", "ImageMissing", "InfraError", "ModelClient", "ModelConfig", "Report",
+    "RunConfig", "RunDirError", "SamplingParams", "Sandbox", "SandboxConfig", "ServerUnreachable", "Suite",
+    "Task", "Verdict", "Workspace", "WorkspaceError", "WorkspacePool", "answers_equal", "build_report",
+    "canonical_answer", "export_runs", "grade_answer", "load_config", "load_jsonl", "load_suite", "pass_at_k",
+    "run",
 ]

@@ -12,7 +12,8 @@ from agentloop.sandbox.engine import (
     gc_async,
     reap_dead_runs,
 )
-from agentloop.sandbox.types import ExecResult, Sandbox, Tests, Verdict
+from agentloop.sandbox.types import ExecResult, Sandbox, Tests, Verdict, Workspace
+from agentloop.sandbox.workspace import StepResult, WorkspacePool
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -21,8 +22,11 @@ __all__ = [
     "PoolStats",
     "Sandbox",
     "SandboxConfig",
+    "StepResult",
     "Tests",
     "Verdict",
+    "Workspace",
+    "WorkspacePool",
     "build_image",
     "build_image_async",
     "connect",
