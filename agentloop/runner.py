@@ -183,8 +183,8 @@ async def _execute(
     scorer: Callable[[str, str], Awaitable[float | None]] | None = None,
 ) -> None:
     sandbox = DockerPool.start(cfg.sandbox, run_id) if needs_sandbox(tasks) else nullcontext(NoSandbox())
-    agent = any(s.agent for s in fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled))
-    async with sandbox as pool, _workspaces(cfg, run_id, agent) as workspaces:
+    splits = fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled)
+    async with sandbox as pool, _workspaces(cfg, run_id, any(s.agent for s in splits)) as workspaces:
         if len(limits) < len(tasks):
             with console.status(f"calibrating time limits on {len(tasks)} reference solutions"):
                 limits = await calibrate_time_limits(pool, tasks, suite, cfg.sandbox.image)
@@ -193,7 +193,6 @@ async def _execute(
                       {t.id: i for i, t in enumerate(tasks)}, scorer=scorer,
                       last_answer_wins=cfg.math.last_answer_wins, agent=cfg.agent,
                       workspaces=Bounded(workspaces, cfg.agent.max_live) if workspaces is not None else None)
-        splits = fixed_splits(cfg.splits, cfg.samples, cfg.adaptive.enabled)
         most = sum(s.generations for s in splits) * len(tasks)
         await _phase(store, console, most, partial(_run_fixed, ctx, cfg, tasks, splits, store))
         if cfg.adaptive.enabled:
@@ -254,31 +253,32 @@ async def _run_fixed(ctx: Context, cfg: RunConfig, tasks: list[Task], splits: li
     """Every fixed split over every task, all at once (the client and the pool bound the load)."""
     async with anyio.create_task_group() as tg:
         for split in splits:
-            tails = await anyio.to_thread.run_sync(store.chain_tails, split.name)
             share = cfg.budget / split.chains if cfg.budget_unit == "tokens" and cfg.budget is not None else None
             sctx = replace(ctx, record=record, strategy=split.name, token_share=share)
-            log.info("plan", strategy=split.name, chains=split.chains, turns=split.turns, chains_logged=len(tails))
             if split.agent:
                 history = await anyio.to_thread.run_sync(episode_history, store, split.name)
+                log.info("plan", strategy=split.name, episodes=split.chains, steps=split.turns,
+                         episodes_logged=sum(map(len, history.values())))
                 for task in tasks:
-                    stored = {c: rows for (t, c), rows in history.items() if t == task.id}
-                    tg.start_soon(run_task_episodes, sctx, task, split.chains, split.turns, stored)
+                    tg.start_soon(run_task_episodes, sctx, task, split.chains, split.turns, history.get(task.id, {}))
                 continue
+            tails = await anyio.to_thread.run_sync(store.chain_tails, split.name)
+            log.info("plan", strategy=split.name, chains=split.chains, turns=split.turns, chains_logged=len(tails))
             for task in tasks:
                 tg.start_soon(run_task_chains, sctx, task, [split.turns] * split.chains, tails,
                               cfg.model.samples_per_request)
 
 
-def episode_history(store: AttemptStore, strategy: str) -> dict[tuple[str, int], list[Attempt]]:
-    """(task, episode) → its completed steps in order, the last one with its messages (what
+def episode_history(store: AttemptStore, strategy: str) -> dict[str, dict[int, list[Attempt]]]:
+    """task → episode → its completed steps in order, the last one with its messages (what
     `--resume` replays and goes on from)."""
-    rows: dict[tuple[str, int], list[Attempt]] = {}
+    rows: dict[str, dict[int, list[Attempt]]] = {}
     for a in store.iter_attempts():
         if a.strategy == strategy and a.kind is AttemptKind.COMPLETED:
-            rows.setdefault((a.task_id, a.chain), []).append(a)
-    for key, (last, _) in store.chain_tails(strategy).items():
-        steps = sorted(rows.get(key, []), key=lambda a: a.turn)
-        rows[key] = [*steps[:-1], last] if steps and steps[-1].turn == last.turn else [*steps, last]
+            rows.setdefault(a.task_id, {}).setdefault(a.chain, []).append(a)
+    for (task, chain), (last, _) in store.chain_tails(strategy).items():
+        steps = sorted(rows[task][chain], key=lambda a: a.turn)  # the tail is one of the completed rows
+        rows[task][chain] = [*steps[:-1], last]
     return rows
 
 
