@@ -129,12 +129,15 @@ def test_format_errors_step_and_token_limits(tmp_path):
         (0, 0, None), (0, 1, None), (0, 2, "step_limit"), (1, 0, None), (1, 1, None), (1, 2, "step_limit")]
     assert "solution.py" in rows[0].feedback and "test_solution.py" in rows[0].feedback
 
-    def sleepy(request: ScriptedRequest) -> str:
-        return bash("sleep 0.8")
+    def sleepy(request: ScriptedRequest) -> ScriptedReply:  # a slow model: 1 s per reply, not counted
+        return ScriptedReply(texts=[bash("sleep 0.5")], delay_s=1.0)
 
-    # The time limit counts the actions' time in the workspace (not the model's): 3 × 0.8 s >= 2 s.
-    rows = run_agent(tmp_path / "time", sleepy, ["agent:1x8"], agent=AgentConfig(time_limit_s=2.0))
-    assert [episode(a)["outcome"] for a in rows] == [None, None, "time_limit"]
+    # The time limit counts the actions' time in the workspace, not the model's: the episode ends at the
+    # first step whose actions bring the total to 1.2 s (a wall-clock limit would end it at step 0 or 1).
+    rows = run_agent(tmp_path / "time", sleepy, ["agent:1x8"], agent=AgentConfig(time_limit_s=1.2))
+    acted = [sum(x["duration_s"] for x in episode(a)["actions"]) for a in rows]
+    assert [episode(a)["outcome"] for a in rows] == [None] * (len(rows) - 1) + ["time_limit"]
+    assert sum(acted[:-1]) < 1.2 <= sum(acted) and len(rows) >= 2
 
     rows = run_agent(tmp_path / "tokens", idle, ["agent:1x50"], budget=400, budget_unit="tokens")
     assert episode(rows[-1])["outcome"] == "token_limit" and 1 < len(rows) < 50
